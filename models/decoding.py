@@ -1,0 +1,107 @@
+"""Decoding the second half for the seq task: greedy (the paper) and beam search.
+
+Works with any ``models.common.EncoderDecoder``: it calls ``encode`` once, then
+``decode`` step by step (only the newest step for RNNs, the whole prefix for
+Transformers), and scores with ``head.logits``, whose reserved ids are
+-inf, so no reserved id is ever chosen.
+
+A session's score is the sum of its log-probabilities over its real output
+positions (``n_out``); positions past ``n_out`` are filled greedily at no
+cost, so under the challenge protocol the beam ranks hypotheses by what is
+evaluated only.
+"""
+
+from __future__ import annotations
+
+import torch
+
+from data_pipeline.dataset import HALF_LENGTH
+from models.common import START_ID, evaluation_mode
+
+
+def _next_log_probs(model, memory: dict, tokens: torch.Tensor, state: dict | None):
+    """Log-probabilities (N, V) of the next track after the prefix `tokens` (N, t)."""
+    if model.incremental_decoding:
+        hidden, state = model.decode(memory, model.inputs.decoder(tokens[:, -1:]), state)
+    else:
+        hidden, state = model.decode(memory, model.inputs.decoder(tokens), None)
+    logits = model.head.logits(hidden[:, -1])  # (N, V)
+    return logits.float().log_softmax(-1), state
+
+
+def _select(tensors: dict | None, index: torch.Tensor) -> dict | None:
+    return None if tensors is None else {k: v.index_select(0, index) for k, v in tensors.items()}
+
+
+@torch.no_grad()
+def greedy_decode(model, batch: dict, steps: int = HALF_LENGTH) -> tuple[torch.Tensor, torch.Tensor]:
+    """The most likely track at each step fed back as the next input.
+
+    Returns (tracks (B, steps), log-probability (B,) over each session's n_out positions).
+    """
+    with evaluation_mode(model):
+        memory = model.encode(batch)
+        n_out = batch["n_out"]
+        tokens = torch.full((n_out.shape[0], 1), START_ID, dtype=torch.long, device=n_out.device)
+        score = torch.zeros(n_out.shape[0], device=n_out.device)
+        state = None
+        for t in range(steps):
+            log_probs, state = _next_log_probs(model, memory, tokens, state)
+            best, track = log_probs.max(-1)  # (B,)
+            score = score + torch.where(t < n_out, best, torch.zeros_like(best))
+            tokens = torch.cat([tokens, track[:, None]], dim=1)
+        return tokens[:, 1:], score
+
+
+@torch.no_grad()
+def beam_search(model, batch: dict, beam_size: int, steps: int = HALF_LENGTH) -> tuple[torch.Tensor, torch.Tensor]:
+    """Beam search with `beam_size` hypotheses per session.
+
+    Returns (tracks (B, steps), log-probability (B,)). Plain beam search can
+    lose the greedy path and end below it; the greedy sequence is therefore
+    scored too and kept where it is better, so the result is never less likely
+    than greedy decoding. ``beam_size=1`` is greedy decoding.
+    """
+    if beam_size <= 1:
+        return greedy_decode(model, batch, steps)
+    with evaluation_mode(model):
+        n_out = batch["n_out"]
+        device = n_out.device
+        num_sessions, k = n_out.shape[0], beam_size
+        repeat = torch.arange(num_sessions, device=device).repeat_interleave(k)  # (B*K,)
+        memory = _select(model.encode(batch), repeat)  # beams of a session share its memory
+        beam_n_out = n_out[repeat]
+        tokens = torch.full((num_sessions * k, 1), START_ID, dtype=torch.long, device=device)
+        scores = torch.full((num_sessions, k), float("-inf"), device=device)
+        scores[:, 0] = 0.0  # one live hypothesis at the start, so the first step branches K ways
+        state = None
+        for t in range(steps):
+            log_probs, state = _next_log_probs(model, memory, tokens, state)  # (B*K, V)
+            vocab = log_probs.shape[1]
+            # sessions already past n_out: extend every beam by its argmax at no cost
+            frozen = torch.full_like(log_probs, float("-inf"))
+            frozen.scatter_(1, log_probs.argmax(-1, keepdim=True), 0.0)
+            log_probs = torch.where((t < beam_n_out)[:, None], log_probs, frozen)
+            candidates = (scores.view(-1, 1) + log_probs).view(num_sessions, k * vocab)
+            scores, flat = candidates.topk(k, dim=1)  # (B, K)
+            parent = (torch.arange(num_sessions, device=device)[:, None] * k + flat // vocab).view(-1)
+            tokens = torch.cat([tokens.index_select(0, parent), (flat % vocab).view(-1, 1)], dim=1)
+            state = _select(state, parent)
+        best_score, best = scores.max(dim=1)  # (B,)
+        best_tokens = tokens.view(num_sessions, k, -1)[torch.arange(num_sessions, device=device), best, 1:]
+        greedy_tokens, greedy_score = greedy_decode(model, batch, steps)
+        use_greedy = greedy_score > best_score
+        return (
+            torch.where(use_greedy[:, None], greedy_tokens, best_tokens),
+            torch.where(use_greedy, greedy_score, best_score),
+        )
+
+
+@torch.no_grad()
+def sequence_log_prob(model, batch: dict, tracks: torch.Tensor) -> torch.Tensor:
+    """Log-probability (B,) the model gives `tracks` (B, 10) over each session's n_out positions,
+    scored by teacher forcing (one forward pass)."""
+    with evaluation_mode(model):
+        logits, _ = model({**batch, "out_tracks": tracks})  # (B, 10, V)
+        log_probs = logits.float().log_softmax(-1).gather(-1, tracks[..., None]).squeeze(-1)  # (B, 10)
+        return torch.where(batch["out_mask"], log_probs, torch.zeros_like(log_probs)).sum(-1)

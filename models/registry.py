@@ -1,0 +1,82 @@
+"""The model registry: name -> config class, builder, tasks, search space, paper configs.
+
+Adding a model is adding a file (a config dataclass, ``build``,
+``SEARCH_SPACE``, ``PAPER_CONFIGS`` and optionally ``pretrain``) and one line
+in ``MODELS``.
+
+Search spaces are plain data (no Ray here), one entry per config field:
+``("choice", [values])``, ``("uniform", low, high)``, ``("loguniform", low,
+high)``, ``("randint", low, high)`` (high exclusive). ``paper_configs[task]``
+is the paper's best configuration (the searcher's first points to evaluate);
+its keys are search-space keys.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Callable
+
+import torch.nn as nn
+
+from models import lstm, transformer
+from models.common import CommonConfig, DataInfo
+
+SEARCH_SPACE_KINDS = ("choice", "uniform", "loguniform", "randint")
+
+
+@dataclass(frozen=True)
+class ModelSpec:
+    """Everything the trainer and the search need to know about one model family."""
+
+    name: str
+    config_cls: type[CommonConfig]
+    build: Callable[[CommonConfig, str, DataInfo], nn.Module]  # (config, task, info) -> model
+    tasks: tuple[str, ...]
+    search_space: dict[str, tuple]
+    paper_configs: dict[str, dict[str, Any]]  # task -> the paper's best config
+    # (config, dataset, cache_dir) -> dict merged into DataInfo.pretrained; cached on disk
+    pretrain: Callable[[CommonConfig, Any, Path], dict] | None = None
+
+    def make_config(self, values: dict[str, Any] | None = None, task: str | None = None) -> CommonConfig:
+        """The config from `values` (unknown keys are an error), on top of the paper's config for
+        `task` when given, on top of the defaults."""
+        merged = dict(self.paper_configs.get(task, {})) if task else {}
+        merged.update(values or {})
+        known = {f.name for f in dataclasses.fields(self.config_cls)}
+        unknown = sorted(set(merged) - known)
+        if unknown:
+            raise ValueError(
+                f"model {self.name!r}: unknown config field(s) {', '.join(unknown)}; "
+                f"{self.config_cls.__name__} has {', '.join(sorted(known))}"
+            )
+        return self.config_cls(**merged)
+
+
+MODELS: dict[str, ModelSpec] = {
+    "lstm": ModelSpec(
+        "lstm", lstm.LSTMConfig, lstm.build, ("skip", "seq"), lstm.SEARCH_SPACE, lstm.PAPER_CONFIGS
+    ),
+    "transformer": ModelSpec(
+        "transformer",
+        transformer.TransformerConfig,
+        transformer.build,
+        ("skip", "seq"),
+        transformer.SEARCH_SPACE,
+        transformer.PAPER_CONFIGS,
+    ),
+}
+
+
+def get_model(name: str) -> ModelSpec:
+    """The registered model called `name`; a ValueError lists the known names otherwise."""
+    try:
+        return MODELS[name]
+    except KeyError:
+        raise ValueError(f"unknown model {name!r}: known models are {', '.join(MODELS)}") from None
+
+
+def config_to_dict(config: CommonConfig) -> dict[str, Any]:
+    """A config as plain data (for checkpoints and results); `ModelSpec.make_config` reverses it."""
+    return dataclasses.asdict(config)
