@@ -84,6 +84,31 @@ class CommonConfig:
                 raise ValueError(f"{type(self).__name__}.{name} = {getattr(self, name)}: must be positive")
 
 
+def train_session_tracks(dataset, max_sessions: int = 0) -> tuple[np.ndarray, np.ndarray]:
+    """The train split's track ids (N, 20) int64 and lengths (N,), for pre-training.
+
+    `dataset` is a PreparedDataset; `max_sessions` > 0 keeps only the first that many.
+    """
+    import pyarrow.parquet as pq
+
+    tracks, lengths, total = [], [], 0
+    for path in dataset.split_files("train"):
+        table = pq.read_table(path, columns=["tracks", "length"])
+        length = table.column("length").to_numpy().astype(np.int64)
+        matrix = table.column("tracks").combine_chunks().flatten().to_numpy().reshape(len(length), -1)
+        tracks.append(matrix.astype(np.int64))
+        lengths.append(length)
+        total += len(length)
+        if max_sessions and total >= max_sessions:
+            break
+    if not tracks:
+        raise ValueError(f"{dataset.root}: the train split has no sessions to pre-train on; prepare the data again")
+    tracks_all, lengths_all = np.concatenate(tracks), np.concatenate(lengths)
+    if max_sessions:
+        tracks_all, lengths_all = tracks_all[:max_sessions], lengths_all[:max_sessions]
+    return tracks_all, lengths_all
+
+
 def check_task(task: str, model_name: str) -> None:
     if task not in TASKS:
         raise ValueError(f"{model_name}: unknown task {task!r}: choose one of {', '.join(TASKS)}")

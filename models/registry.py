@@ -20,7 +20,7 @@ from typing import Any, Callable
 
 import torch.nn as nn
 
-from models import lstm, transformer
+from models import bert, bert_fused, bigru, lstm, lstm_w2v, transformer
 from models.common import CommonConfig, DataInfo
 
 SEARCH_SPACE_KINDS = ("choice", "uniform", "loguniform", "randint")
@@ -54,18 +54,19 @@ class ModelSpec:
         return self.config_cls(**merged)
 
 
+def _spec(name: str, module, config_cls, pretrain=None) -> ModelSpec:
+    return ModelSpec(
+        name, config_cls, module.build, ("skip", "seq"), module.SEARCH_SPACE, module.PAPER_CONFIGS, pretrain
+    )
+
+
 MODELS: dict[str, ModelSpec] = {
-    "lstm": ModelSpec(
-        "lstm", lstm.LSTMConfig, lstm.build, ("skip", "seq"), lstm.SEARCH_SPACE, lstm.PAPER_CONFIGS
-    ),
-    "transformer": ModelSpec(
-        "transformer",
-        transformer.TransformerConfig,
-        transformer.build,
-        ("skip", "seq"),
-        transformer.SEARCH_SPACE,
-        transformer.PAPER_CONFIGS,
-    ),
+    "lstm": _spec("lstm", lstm, lstm.LSTMConfig),
+    "lstm_w2v": _spec("lstm_w2v", lstm_w2v, lstm_w2v.LSTMWord2VecConfig, lstm_w2v.pretrain),
+    "bigru": _spec("bigru", bigru, bigru.BiGRUConfig, bigru.pretrain),
+    "transformer": _spec("transformer", transformer, transformer.TransformerConfig),
+    "bert": _spec("bert", bert, bert.BertConfig, bert.pretrain),
+    "bert_fused": _spec("bert_fused", bert_fused, bert_fused.BertFusedConfig, bert_fused.pretrain),
 }
 
 

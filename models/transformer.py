@@ -63,13 +63,13 @@ def causal_mask(length: int, device) -> torch.Tensor:
 
 
 class Attention(nn.Module):
-    """Multi-head attention of queries x (B, Tq, d) over keys/values `source` (B, Tk, d)."""
+    """Multi-head attention of queries x (B, Tq, d) over keys/values `source` (B, Tk, source_dim or d)."""
 
-    def __init__(self, dim: int, num_heads: int, dropout: float):
+    def __init__(self, dim: int, num_heads: int, dropout: float, source_dim: int | None = None):
         super().__init__()
         self.num_heads = num_heads
         self.query = nn.Linear(dim, dim)
-        self.key_value = nn.Linear(dim, 2 * dim)
+        self.key_value = nn.Linear(source_dim or dim, 2 * dim)
         self.proj = nn.Linear(dim, dim)
         self.dropout = dropout
         self.resid_dropout = nn.Dropout(dropout)

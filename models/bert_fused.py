@@ -1,0 +1,187 @@
+"""BERT-augmented Transformer (paper 2.2.3, after Zhu et al. 2020, "Incorporating
+BERT into Neural Machine Translation").
+
+A pre-trained BERT (``bert.py``, Cloze on training sessions) reads the first
+half's tracks as played (what it was pre-trained on; the skips reach the model
+through the Transformer encoder's own input) and is kept fixed by default, as
+in Zhu et al. Then, in a Transformer encoder-decoder (``transformer.py``):
+
+- every encoder layer attends to its own input (self-attention) and to the
+  BERT states (BERT-attention);
+- every decoder layer runs causal self-attention, then attends to the encoder
+  output and to the BERT states;
+
+and the two attentions are combined with drop-net: in training, with
+probability ``drop_net / 2`` only the first is used, with ``drop_net / 2`` only
+the second, otherwise their average; in evaluation always the average. Paper's
+sizes: 2 layers, 2 heads, d = 256, dropout 0.2 (the BERT: 4 layers, 4 heads, d = 256).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+import torch.nn as nn
+
+from data_pipeline.dataset import HALF_LENGTH
+from data_pipeline.schema import PAD_ID
+from models.bert import BertConfig, BertLM, ClozeOptions, load_pretrained_bert
+from models.bert import pretrain as pretrain_bert
+from models.common import CommonConfig, DataInfo, EncoderDecoder, InputEmbedding, OutputHead
+from models.transformer import Attention, FeedForward, causal_mask, check_heads, padding_mask, project
+
+
+@dataclass
+class BertFusedConfig(CommonConfig, ClozeOptions):
+    embedding_dim: int = 256  # the Transformer's d_model
+    num_layers: int = 2
+    num_heads: int = 2
+    ffn_dim: int = 1024
+    drop_net: float = 1.0  # Zhu et al.'s best p_net
+    freeze_bert: bool = True
+    # the pre-trained BERT (bert.py's paper configuration)
+    bert_embedding_dim: int = 256
+    bert_num_layers: int = 4
+    bert_num_heads: int = 4
+    bert_ffn_dim: int = 1024
+
+    def __post_init__(self):
+        super().__post_init__()
+        check_heads(self)
+        if not 0.0 <= self.drop_net <= 1.0:
+            raise ValueError(f"BertFusedConfig.drop_net = {self.drop_net}: must be in [0, 1]")
+        self.bert_config()  # validates the BERT's sizes
+
+    def bert_config(self) -> BertConfig:
+        return BertConfig(
+            embedding_dim=self.bert_embedding_dim,
+            num_layers=self.bert_num_layers,
+            num_heads=self.bert_num_heads,
+            ffn_dim=self.bert_ffn_dim,
+            dropout=self.pretrain_dropout,
+            mask_prob=self.mask_prob,
+        )
+
+
+def drop_net(a: torch.Tensor, b: torch.Tensor, p: float, training: bool) -> torch.Tensor:
+    """Zhu et al.'s drop-net: one draw per layer and step; the average at evaluation."""
+    if not training or p == 0.0:
+        return 0.5 * (a + b)
+    u = float(torch.rand(()))
+    if u < p / 2:
+        return a
+    if u < p:
+        return b
+    return 0.5 * (a + b)
+
+
+class FusedEncoderBlock(nn.Module):
+    def __init__(self, dim, num_heads, ffn_dim, dropout, bert_dim, drop_net_p):
+        super().__init__()
+        self.drop_net_p = drop_net_p
+        self.ln_1 = nn.LayerNorm(dim)
+        self.self_attn = Attention(dim, num_heads, dropout)
+        self.bert_attn = Attention(dim, num_heads, dropout, source_dim=bert_dim)
+        self.ln_2 = nn.LayerNorm(dim)
+        self.ffn = FeedForward(dim, ffn_dim, dropout)
+
+    def forward(self, x, bert, allowed, bert_allowed):
+        h = self.ln_1(x)
+        x = x + drop_net(self.self_attn(h, h, allowed), self.bert_attn(h, bert, bert_allowed), self.drop_net_p, self.training)
+        return x + self.ffn(self.ln_2(x))
+
+
+class FusedDecoderBlock(nn.Module):
+    def __init__(self, dim, num_heads, ffn_dim, dropout, bert_dim, drop_net_p):
+        super().__init__()
+        self.drop_net_p = drop_net_p
+        self.ln_1 = nn.LayerNorm(dim)
+        self.self_attn = Attention(dim, num_heads, dropout)
+        self.ln_2 = nn.LayerNorm(dim)
+        self.cross_attn = Attention(dim, num_heads, dropout)
+        self.bert_attn = Attention(dim, num_heads, dropout, source_dim=bert_dim)
+        self.ln_3 = nn.LayerNorm(dim)
+        self.ffn = FeedForward(dim, ffn_dim, dropout)
+
+    def forward(self, y, memory, bert, self_allowed, memory_allowed):
+        h = self.ln_1(y)
+        y = y + self.self_attn(h, h, self_allowed)
+        h = self.ln_2(y)
+        y = y + drop_net(
+            self.cross_attn(h, memory, memory_allowed), self.bert_attn(h, bert, memory_allowed), self.drop_net_p, self.training
+        )
+        return y + self.ffn(self.ln_3(y))
+
+
+class BertFusedTransformer(EncoderDecoder):
+    def __init__(self, config: BertFusedConfig, task: str, info: DataInfo):
+        super().__init__(config, task, info)
+        d, bert_dim = config.embedding_dim, config.bert_embedding_dim
+        bert_lm = BertLM(config.bert_config(), info.vocab_size)
+        load_pretrained_bert(bert_lm, config, info)
+        self.bert = bert_lm.encoder
+        if config.freeze_bert:
+            self.bert.requires_grad_(False)
+        self.inputs = InputEmbedding(config, info)
+        self.encoder_in = project(self.inputs.encoder_dim, d)
+        self.decoder_in = project(self.inputs.decoder_dim, d)
+        self.encoder_pos = nn.Embedding(HALF_LENGTH, d)
+        self.decoder_pos = nn.Embedding(HALF_LENGTH, d)
+        args = (d, config.num_heads, config.ffn_dim, config.dropout, bert_dim, config.drop_net)
+        self.encoder_blocks = nn.ModuleList([FusedEncoderBlock(*args) for _ in range(config.num_layers)])
+        self.decoder_blocks = nn.ModuleList([FusedDecoderBlock(*args) for _ in range(config.num_layers)])
+        self.encoder_ln = nn.LayerNorm(d)
+        self.decoder_ln = nn.LayerNorm(d)
+        self.head = OutputHead(d, task, info.vocab_size, config)
+
+    def train(self, mode: bool = True):
+        super().train(mode)
+        if self.config.freeze_bert:
+            self.bert.eval()  # a fixed BERT: no dropout either
+        return self
+
+    def encode(self, batch: dict) -> dict:
+        in_mask = batch["in_mask"]
+        with torch.set_grad_enabled(torch.is_grad_enabled() and not self.config.freeze_bert):
+            bert = self.bert(batch["in_tracks"].masked_fill(~in_mask, PAD_ID), in_mask)  # (B, 10, bert_dim)
+        x = self.encoder_in(self.inputs.encoder(batch, self.task))  # (B, 10, d)
+        x = x + self.encoder_pos(torch.arange(x.shape[1], device=x.device))
+        allowed = padding_mask(in_mask)
+        for block in self.encoder_blocks:
+            x = block(x, bert, allowed, allowed)
+        return {"memory": self.encoder_ln(x), "memory_mask": in_mask, "bert": bert}
+
+    def decode(self, memory: dict, x: torch.Tensor, state=None):
+        y = self.decoder_in(x)  # (B, t, d)
+        y = y + self.decoder_pos(torch.arange(y.shape[1], device=y.device))
+        self_allowed = causal_mask(y.shape[1], y.device)
+        memory_allowed = padding_mask(memory["memory_mask"])
+        for block in self.decoder_blocks:
+            y = block(y, memory["memory"], memory["bert"], self_allowed, memory_allowed)
+        return self.decoder_ln(y), None
+
+
+def build(config: BertFusedConfig, task: str, info: DataInfo) -> BertFusedTransformer:
+    return BertFusedTransformer(config, task, info)
+
+
+pretrain = pretrain_bert
+
+# The fused Transformer's own sizes and the training knobs; the BERT's sizes stay
+# the paper's so that every point shares one pre-trained BERT.
+SEARCH_SPACE = {
+    "embedding_dim": ("choice", [64, 128, 256, 512]),
+    "num_layers": ("randint", 1, 5),
+    "num_heads": ("choice", [1, 2, 4, 8]),
+    "ffn_dim": ("choice", [256, 512, 1024, 2048]),
+    "dropout": ("uniform", 0.0, 0.5),
+    "drop_net": ("uniform", 0.0, 1.0),
+    "lr": ("loguniform", 1e-5, 3e-3),
+    "batch_size": ("choice", [64, 128, 256, 512]),
+}
+
+PAPER_CONFIGS = {
+    "skip": {"embedding_dim": 256, "num_layers": 2, "num_heads": 2, "dropout": 0.2, "lr": 1e-5, "batch_size": 256},
+    "seq": {"embedding_dim": 256, "num_layers": 2, "num_heads": 2, "dropout": 0.2, "lr": 1e-4, "batch_size": 256},
+}
