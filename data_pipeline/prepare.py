@@ -40,6 +40,7 @@ from __future__ import annotations
 import argparse
 import hashlib
 import json
+import logging
 import os
 import pickle
 import shutil
@@ -144,14 +145,23 @@ def ensure_ray(address: str | None = None) -> None:
 
 
 def _read_logs(files: readers.RawFiles):
+    """The log files as a Ray Dataset of raw rows plus ``path``.
+
+    One block per file (more when a file exceeds Ray's target block size, or
+    when there are fewer files than CPUs, so every CPU gets work): sessions
+    cut at a block boundary become fragments, merged on the driver.
+    """
+    import ray
     import ray.data
 
     paths = [str(p) for p in files.logs]
+    blocks = max(len(paths), int(ray.cluster_resources().get("CPU", 1)))
     if files.log_format == "parquet":
-        return ray.data.read_parquet(paths, include_paths=True)
+        return ray.data.read_parquet(paths, include_paths=True, override_num_blocks=blocks)
     return ray.data.read_csv(
         paths,
         include_paths=True,
+        override_num_blocks=blocks,
         read_options=readers.csv_read_options(),
         convert_options=readers.log_convert_options(),
     )
@@ -408,6 +418,8 @@ def prepare(options: PrepareOptions) -> dict:
     context = ray.data.DataContext.get_current()
     context.enable_progress_bars = options.show_progress
     context.enable_operator_progress_bars = options.show_progress
+    if not options.show_progress:
+        logging.getLogger("ray.data").setLevel(logging.WARNING)
     rule = options.split_rule()
     staging = out.with_name(f".{out.name}.tmp-{uuid.uuid4().hex[:8]}")
     staging.mkdir(parents=True)
@@ -473,7 +485,7 @@ def _prepare(options: PrepareOptions, files: readers.RawFiles, rule: SplitRule, 
     written = staging / "_written"
     to_encode.map_batches(
         encode_block,
-        fn_kwargs={"vocab_track_ids": vocab_ids, "categories": categories, "drop_hashes": duplicate_hashes},
+        fn_kwargs={"vocab_track_ids": vocab_ids.slice(FIRST_TRACK_ID), "categories": categories, "drop_hashes": duplicate_hashes},
         batch_size=None,
         batch_format="pyarrow",
     ).write_parquet(str(written), partition_cols=["split"])

@@ -509,7 +509,10 @@ def _map_dictionary(column: pa.ChunkedArray, value_set: pa.Array, offset: int, m
 def encode_block(
     table: pa.Table, vocab_track_ids: pa.Array, categories: dict[str, list[str]], drop_hashes: np.ndarray
 ) -> pa.Table:
-    """Kept staged records -> prepared sessions (vocabulary ids, category codes) plus ``split``."""
+    """Kept staged records -> prepared sessions (vocabulary ids, category codes) plus ``split``.
+
+    `vocab_track_ids`: the vocabulary's track ids in id order, from FIRST_TRACK_ID on.
+    """
     keep = table.column("status").to_numpy() == KEPT
     if len(drop_hashes):
         keep &= ~np.isin(table.column("hash").to_numpy(), drop_hashes)
