@@ -201,7 +201,7 @@ class SessionFeatures(nn.Module):
     def encoder(self, batch: dict) -> torch.Tensor | None:
         parts = []
         if self.use_features:
-            parts.append(self.track_features[batch["in_tracks"]])
+            parts.append(self.track_features[batch["in_tracks"].masked_fill(~batch["in_mask"], PAD_ID)])
         if self.context is not None:
             parts.append(self.context(batch))
         return torch.cat(parts, dim=-1) if parts else None  # (B, 10, encoder_dim)
