@@ -187,7 +187,7 @@ def train_cloze(
             optimizer.zero_grad(set_to_none=True)
             loss.backward()
             optimizer.step()
-            total, count = total + float(loss) * len(index), count + len(index)
+            total, count = total + float(loss.detach()) * len(index), count + len(index)
         history.append(total / max(count, 1))
         log.info("BERT Cloze pre-training epoch %d/%d: loss %.4f", epoch + 1, epochs, history[-1])
     return history
