@@ -91,7 +91,6 @@ from __future__ import annotations
 
 import argparse
 import gzip
-import io
 import math
 import shutil
 import sys
@@ -260,8 +259,7 @@ def _cumulative(table) -> np.ndarray:
     return np.cumsum(t, -1)
 
 
-def _uuid4_array(rng: np.random.Generator, n: int, prefix: np.ndarray | None = None,
-                 prefix_text: str = "") -> pa.StringArray:
+def _uuid4_array(rng: np.random.Generator, n: int, prefix_text: str = "") -> pa.StringArray:
     """n random uuid4 strings as an Arrow array, each preceded by `prefix_text`."""
     raw = rng.integers(0, 256, size=(n, 16), dtype=np.uint8)
     raw[:, 6] = (raw[:, 6] & 0x0F) | 0x40  # version 4
@@ -313,6 +311,7 @@ class Catalog:
     quality: np.ndarray  # [V] latent quality ~ N(0, 1)
     genre_order: np.ndarray  # [V] track indices sorted by genre
     genre_cum: np.ndarray  # [V] cumulative popularity along genre_order
+    genre_start: np.ndarray  # [G + 1] where each genre begins in genre_order
     genre_lo: np.ndarray  # [G] cumulative popularity before each genre
     genre_mass: np.ndarray  # [G] popularity mass of each genre
     global_cum: np.ndarray  # [V] cumulative popularity
@@ -331,13 +330,9 @@ def _popular_in_genre(cat: Catalog, genres: np.ndarray, u: np.ndarray) -> np.nda
     """A track drawn by popularity within each given genre."""
     target = cat.genre_lo[genres] + u * cat.genre_mass[genres]
     idx = np.searchsorted(cat.genre_cum, target, side="right")
-    # Guard against float rounding at genre edges: stay inside the genre.
-    idx = np.clip(idx, 0, len(cat.genre_order) - 1)
-    tracks = cat.genre_order[idx]
-    wrong = cat.genre[tracks] != genres
-    if wrong.any():
-        tracks[wrong] = cat.genre_order[np.clip(idx[wrong] - 1, 0, None)]
-    return tracks
+    # float rounding at a genre's edge must not leave the genre
+    idx = np.clip(idx, cat.genre_start[genres], cat.genre_start[genres + 1] - 1)
+    return cat.genre_order[idx]
 
 
 def _popular_anywhere(cat: Catalog, u: np.ndarray) -> np.ndarray:
@@ -357,15 +352,17 @@ def build_catalog(config: SynthConfig) -> Catalog:
 
     genre_order = np.argsort(genre, kind="stable")
     genre_cum = np.cumsum(popularity[genre_order])
-    genre_mass = np.bincount(genre, weights=popularity, minlength=G)
-    genre_lo = np.concatenate([[0.0], np.cumsum(genre_mass)[:-1]])
+    genre_start = np.searchsorted(genre[genre_order], np.arange(G + 1))
+    genre_end_cum = genre_cum[genre_start[1:] - 1]
+    genre_lo = np.concatenate([[0.0], genre_end_cum[:-1]])
+    genre_mass = genre_end_cum - genre_lo
     global_cum = np.cumsum(popularity)
 
     K = config.successors_per_track
     successor_weights = 0.5 ** np.arange(K)
     cat = Catalog(
         popularity=popularity, genre=genre, quality=quality, genre_order=genre_order, genre_cum=genre_cum,
-        genre_lo=genre_lo, genre_mass=genre_mass, global_cum=global_cum,
+        genre_start=genre_start, genre_lo=genre_lo, genre_mass=genre_mass, global_cum=global_cum,
         successors=np.zeros((V, K), dtype=np.int64), successor_cum=_cumulative(successor_weights),
         playlists=np.zeros((0, 0), dtype=np.int64), playlist_length=np.zeros(0, dtype=np.int64),
         playlist_genre=np.zeros(0, dtype=np.int64), playlist_cum=np.zeros(0), track_ids=pa.array([], pa.string()),
@@ -498,11 +495,10 @@ def _draw_sessions(config: SynthConfig, cat: Catalog, rng: np.random.Generator, 
     home = _popular_genre(cat, rng.random(n))
     tracks = np.empty((n, T), dtype=np.int64)
     tracks[:, 0] = _popular_in_genre(cat, home, rng.random(n))
-    K = cat.successors.shape[1]
     for t in range(1, T):
         u = rng.random(n)
         follow = _sample_rows(cat.successor_cum[None, :], np.zeros(n, dtype=np.int64), rng.random(n))
-        nxt = cat.successors[tracks[:, t - 1], np.minimum(follow, K - 1)]
+        nxt = cat.successors[tracks[:, t - 1], follow]
         stay = _popular_in_genre(cat, home, rng.random(n))
         anywhere = _popular_anywhere(cat, rng.random(n))
         tracks[:, t] = np.where(u < config.markov_strength, nxt,
@@ -585,7 +581,7 @@ def _calibrate_intercept(config: SynthConfig, cat: Catalog) -> float:
     return round(0.5 * (lo + hi), 6)
 
 
-def _session_rows(config: SynthConfig, cat: Catalog, rng: np.random.Generator, n: int, day: date):
+def _session_rows(config: SynthConfig, cat: Catalog, rng: np.random.Generator, n: int):
     """n sessions as a dict of flat row arrays (session-major, position order) plus per-session facts."""
     s = _draw_sessions(config, cat, rng, n)
     reason_start, level, reason_end = _skip_chain(config, s, cat.intercept)
@@ -678,11 +674,9 @@ class _LogFile:
         if self.config.output_format == "parquet":
             self._writer.write_table(table)
         else:
-            buf = io.BytesIO()
             if self.rows == 0:  # Arrow would quote the header's names; MSSD's header is bare
-                buf.write((",".join(table.column_names) + "\n").encode())
-            pacsv.write_csv(table, buf, pacsv.WriteOptions(include_header=False, quoting_style="none"))
-            self._stream.write(buf.getbuffer())
+                self._stream.write((",".join(table.column_names) + "\n").encode())
+            pacsv.write_csv(table, self._stream, pacsv.WriteOptions(include_header=False, quoting_style="none"))
         self.rows += table.num_rows
 
     def close(self) -> None:
@@ -756,7 +750,7 @@ def generate(config: SynthConfig, out_dir, *, overwrite: bool = False, show_prog
         for c, lo in enumerate(range(0, n_day, config.chunk_sessions)):
             n = min(config.chunk_sessions, n_day - lo)
             rng = np.random.default_rng(np.random.SeedSequence([config.seed, _STREAM_SESSIONS, d, c]))
-            s, columns = _session_rows(config, cat, rng, n, day)
+            s, columns = _session_rows(config, cat, rng, n)
             uuids = _uuid4_array(rng, n)
             row_end = np.cumsum(s.length)
             row_start = row_end - s.length
