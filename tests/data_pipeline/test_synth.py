@@ -318,6 +318,40 @@ def test_higher_quality_tracks_are_skipped_less(generated):
     assert _rate(rows, q > 0.5) < _rate(rows, q < -0.5) - 0.25
 
 
+def _full_sessions(rows: pd.DataFrame) -> np.ndarray:
+    """Track ids of the 20-track sessions, [B, 20], in file order (the paper protocol's sessions)."""
+    full = rows[rows["session_length"] == 20]
+    return full["track_id_clean"].to_numpy().reshape(-1, 20)
+
+
+def test_a_markov_chain_learns_next_tracks_far_better_than_most_popular(generated):
+    _, _, rows = generated
+    sessions = _full_sessions(rows)
+    train, test = sessions[: len(sessions) * 2 // 3], sessions[len(sessions) * 2 // 3:]
+    pairs = pd.DataFrame({"a": train[:, :-1].ravel(), "b": train[:, 1:].ravel()})
+    successor = pairs.groupby("a")["b"].agg(lambda b: b.value_counts().index[0]).to_dict()
+    popular = pd.Series(train.ravel()).value_counts().index[:10].to_numpy()
+    chain = np.empty((len(test), 10), dtype=object)
+    current = test[:, 9]
+    for i in range(10):
+        current = np.array([successor.get(t, popular[0]) for t in current], dtype=object)
+        chain[:, i] = current
+    mask = np.ones((len(test), 10), bool)
+    markov = mean_average_accuracy(chain, test[:, 10:], mask)
+    most_popular = mean_average_accuracy(np.broadcast_to(popular, (len(test), 10)), test[:, 10:], mask)
+    assert markov > most_popular + 0.05
+
+
+def test_playlist_sessions_make_some_second_halves_predictable_10_of_10(generated):
+    _, _, rows = generated
+    sessions = _full_sessions(rows)
+    train, test = sessions[: len(sessions) * 2 // 3], sessions[len(sessions) * 2 // 3:]
+    lookup = {tuple(s[:10]): tuple(s[10:]) for s in train}
+    all_right = np.mean([lookup.get(tuple(s[:10])) == tuple(s[10:]) for s in test])
+    # about playlist_share * playlist_from_start of sessions, when their playlist was seen in training
+    assert 0.05 < all_right < FIXTURE_CONFIG.playlist_share * FIXTURE_CONFIG.playlist_from_start + 0.03
+
+
 def _halves(rows: pd.DataFrame, column: str) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
     """Challenge protocol: (first half [B,10], its mask, second half [B,10], its mask) of a column."""
     sessions = rows.groupby("session_id", sort=False)[column].apply(np.asarray)
