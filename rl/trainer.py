@@ -57,6 +57,7 @@ TABLE_FILE = "track_table.npy"
 ALGORITHM_DIR = "algorithm"
 THRESHOLD_SESSIONS = 2000  # training sessions used to fit the skip threshold
 EVAL_NEGATIVES_SEED = 12345  # fixed negatives for the evaluation loss
+EVAL_CHUNK = 1024  # sessions per evaluation batch
 
 
 class RLTrainer:
@@ -252,6 +253,20 @@ class RLTrainer:
             steps += int(active.sum())
         return preds, scores, reward_sum / max(steps, 1)
 
+    def rollout_in_chunks(self, data: dict[str, np.ndarray], threshold: float) -> tuple[np.ndarray, np.ndarray, float]:
+        """`rollout` over EVAL_CHUNK sessions at a time (seq scores a [chunk, vocab] matrix per step)."""
+        n = len(data["length"])
+        if n == 0:
+            return np.zeros((0, HALF_LENGTH), np.int64), np.zeros((0, HALF_LENGTH), np.float32), 0.0
+        preds, scores, reward, weight = [], [], 0.0, 0
+        for start in range(0, n, EVAL_CHUNK):
+            chunk = {k: v[start : start + EVAL_CHUNK] for k, v in data.items()}
+            p, s, r = self.rollout(chunk, threshold)
+            steps = int(chunk["out_mask"].sum())
+            preds.append(p), scores.append(s)
+            reward, weight = reward + r * steps, weight + steps
+        return np.concatenate(preds), np.concatenate(scores), reward / max(weight, 1)
+
     def _eval_sampler(self) -> NegativeSampler:
         counts = np.zeros(self.dataset.vocab_size)
         vocab = self.dataset.vocab
@@ -272,7 +287,7 @@ class RLTrainer:
         """The score threshold with the best per-position skip accuracy on training sessions."""
         data = self.split("train")
         data = {k: v[:THRESHOLD_SESSIONS] for k, v in data.items()}
-        _, scores, _ = self.rollout(data, threshold=0.0)
+        _, scores, _ = self.rollout_in_chunks(data, threshold=0.0)
         mask = data["out_mask"]
         values, listened = scores[mask], data["out_skip_2"][mask] == 0
         if len(values) == 0:
@@ -291,7 +306,7 @@ class RLTrainer:
             data = {k: v[: self.config.eval_sessions] for k, v in data.items()}
         if self.task == "skip":
             self.skip_threshold = self.fit_skip_threshold()
-        preds, _, mean_reward = self.rollout(data, self.skip_threshold)
+        preds, _, mean_reward = self.rollout_in_chunks(data, self.skip_threshold)
         truth = data["out_skip_2"] if self.task == "skip" else data["out_tracks"]
         return evaluate_predictions(preds, truth, data["out_mask"], loss=-mean_reward)
 
