@@ -295,7 +295,7 @@ def leaderboard_markdown(exp: Experiment, rows: list[dict]) -> str:
         "|---|---|---|---:|---:|---:|---:|---|",
     ]
     for trial in sorted(exp.trials, key=lambda t: -(t.best or {}).get("val_maa", -1.0)):
-        params = ", ".join(f"{k}={_fmt(v, 3) if isinstance(v, float) else v}" for k, v in sorted(trial.config.items()))
+        params = ", ".join(f"{k}={v:.3g}" if isinstance(v, float) else f"{k}={v}" for k, v in sorted(trial.config.items()))
         status = trial.status + (f": {trial.error}" if trial.error else "")
         lines.append(
             f"| {trial.trial_id} | {trial.model} | {status} | {len(trial.epochs)} "
