@@ -301,8 +301,8 @@ class Trainer:
         loss_sum = float(loss) * weight if loss is not None else float("nan")
         return pred.cpu().numpy().astype(np.int64), loss_sum, weight
 
-    def evaluate_batches(self, batches, beam_size: int | None = None) -> dict:
-        """Metrics over an iterable of numpy task batches (see models.metrics.evaluate_predictions)."""
+    def predict_batches(self, batches, beam_size: int | None = None) -> dict:
+        """Run the model over numpy task batches: pred, truth, mask ([N, 10] each) and the mean loss."""
         preds, truths, masks = [], [], []
         loss_sum, weight = 0.0, 0
         for batch in batches:
@@ -313,10 +313,19 @@ class Trainer:
             loss_sum += batch_loss
             weight += batch_weight
         if not preds:
-            return {**evaluate_predictions(np.zeros((0, 10)), np.zeros((0, 10)), np.zeros((0, 10), bool)), "loss": float("nan")}
-        return evaluate_predictions(
-            np.concatenate(preds), np.concatenate(truths), np.concatenate(masks), loss=loss_sum / max(weight, 1)
-        )
+            empty = np.zeros((0, 10), np.int64)
+            return {"pred": empty, "truth": empty, "mask": empty.astype(bool), "loss": float("nan")}
+        return {
+            "pred": np.concatenate(preds),
+            "truth": np.concatenate(truths),
+            "mask": np.concatenate(masks),
+            "loss": loss_sum / max(weight, 1),
+        }
+
+    def evaluate_batches(self, batches, beam_size: int | None = None) -> dict:
+        """Metrics over an iterable of numpy task batches (see models.metrics.evaluate_predictions)."""
+        run = self.predict_batches(batches, beam_size)
+        return evaluate_predictions(run["pred"], run["truth"], run["mask"], loss=run["loss"])
 
     def evaluate(self, split: str = "val", beam_size: int | None = None) -> dict:
         """MAA, first_accuracy, accuracy_at, correct_histogram, loss, sessions on `split`."""
