@@ -27,7 +27,9 @@ supervised losses.
 
 from __future__ import annotations
 
+import hashlib
 import json
+import os
 import shutil
 import time
 from pathlib import Path
@@ -88,10 +90,11 @@ class RLTrainer:
         self.config = DDPGModelConfig.from_dict(dict(config or {}))
         self.data_dir = Path(data_dir)
         self.dataset = open_prepared(self.data_dir)
+        cache = Path(cache_dir) if cache_dir is not None else self.data_dir / "cache"
         if _restore_from is not None:
-            self.table_path = Path(_restore_from) / TABLE_FILE
+            # The checkpoint may be a temporary directory (Tune): keep its table beside the cache.
+            self.table_path = _keep_copy(Path(_restore_from) / TABLE_FILE, cache)
         else:
-            cache = Path(cache_dir) if cache_dir is not None else self.data_dir / "cache"
             self.table_path = track_embedding_table(self.dataset, self.config.embedding_size, self.seed, cache)
         self.table = load_table(self.table_path, self.dataset.vocab_size)
         self.device = torch.device("cuda" if device == "auto" and torch.cuda.is_available() else ("cpu" if device == "auto" else device))
@@ -363,3 +366,15 @@ class RLTrainer:
             input_path=state["input_path"],
             _restore_from=directory,
         )
+
+
+def _keep_copy(table: Path, cache: Path) -> Path:
+    """A copy of a checkpoint's table in `cache`, named by its content (written once, atomically)."""
+    digest = hashlib.sha256(table.read_bytes()).hexdigest()[:16]
+    path = cache / f"ddpg_tracks_restored_{digest}.npy"
+    if not path.exists():
+        cache.mkdir(parents=True, exist_ok=True)
+        tmp = path.with_suffix(f".{os.getpid()}.tmp.npy")
+        shutil.copyfile(table, tmp)
+        os.replace(tmp, path)
+    return path
