@@ -63,8 +63,9 @@ mostly not). Position by position:
                       + fwdbtn_effect / clickrow_effect / backbtn_effect
                         by this track's reason_start (0 for the others)
 
-``intercept`` is calibrated once per config (bisection on a calibration
-sample) so that the overall skip_2 rate is ``skip_rate``.
+``intercept`` is calibrated once per config (bisection on a 10K-session
+calibration sample) so that the overall skip_2 rate is ``skip_rate``
+(realised rates land within about 0.005 of it).
 Then the finer flags: a skip_2 is a skip_1 with probability
 ``skip_1_given_skip_2``; a non-skip_2 is a skip_3 with probability
 ``skip_3_given_not_skip_2``; a non-skip_3 played to the end (not_skipped)
@@ -82,9 +83,27 @@ with some clickrow / appload starts, seeks are rare (about 3%), hour of day
 per session from the sample's daily curve, premium with ``premium_share``,
 date = the file's day (``start_date`` + day index).
 
-Copying the last first-half skip scores about like on real data
-(0.5-0.6 MAA); a model that knows the tracks (quality), the session's
-propensity and context does clearly better.
+What that gives, measured on the embedded default (20,000 sessions, 2,000
+tracks, 3 days, seed 0; 80/20 session split, challenge protocol for skips,
+20-track sessions for next tracks):
+
+- rows: skip_1 0.43, skip_2 0.52, skip_3 0.65, not_skipped 0.33;
+  P(skip_2 | previous skipped) 0.75, P(skip_2 | previous played) 0.29
+  (real sample: 0.425 / 0.519 / 0.650 / 0.330; 0.75 / 0.28); context_type,
+  reason_start, reason_end, pauses, shuffle and premium mixes within a few
+  points of the real sample;
+- skip task: copying the last first-half skip scores MAA 0.54 (first
+  position 0.72; real data 0.53 / 0.74); a logistic rule on per-track skip
+  rate, first-half skip rate and last skip scores 0.63;
+- next tracks: most-popular MAA 0.01; a greedy first-order Markov chain
+  0.19, with 8% of sessions right 10/10 (playlist sessions).
+
+Usage::
+
+    python -m data_pipeline.synth --sessions 20000 --tracks 2000 --days 3 --seed 0 --out data/raw
+    python -m data_pipeline.synth ... --gzip                 # log_*.csv.gz
+    python -m data_pipeline.synth ... --format parquet       # large runs
+    python -m data_pipeline.synth ... --set zipf_exponent=1.2 --set playlist_share=0.4
 """
 
 from __future__ import annotations
