@@ -58,7 +58,7 @@ from pathlib import Path
 from typing import Any
 
 from tuning.report import BASELINES_FILE, SEARCH_FILE, TEST_DIR
-from tuning.spaces import SearchSpace, SpaceError, shrink_for_small_budget, without_fixed
+from tuning.spaces import SearchSpace, SpaceError, shrink_for_small_budget, widen, without_fixed
 
 TASKS = ("skip", "seq")
 METRIC = "val_maa"
@@ -81,6 +81,9 @@ SIZE_FIELDS = {"hidden_size", "embedding_dim", "embedding_size", "ffn_dim", "num
 # on small data Ray Data's per-epoch start-up costs more than the epoch itself (measured on
 # 2 cores: 3K sessions, 15 s per epoch streamed vs 0.4 s in memory); above it, trials stream.
 MEMORY_INPUT_MAX_SESSIONS = 50_000
+
+
+UNLIMITED_TRIALS = 100_000  # --num-samples when only --max-trial-epochs bounds the search
 
 
 class UsageError(ValueError):
@@ -131,9 +134,12 @@ def known_families() -> dict[str, Family]:
     return families
 
 
-def resolve_families(task: str, model: str) -> list[Family]:
-    """The families a search covers: one by name, or every family that supports `task` for ``all``."""
-    families = known_families()
+def resolve_families(task: str, model: str, families: dict[str, Family] | None = None) -> list[Family]:
+    """The families a search covers: one by name, or every family that supports `task` for ``all``.
+
+    `families` defaults to `known_families()`.
+    """
+    families = known_families() if families is None else families
     if model == "all":
         chosen = [f for f in families.values() if task in f.tasks]
         if not chosen:
@@ -165,6 +171,7 @@ class SearchOptions:
     max_epochs: int | None = None
     grace_period: int | None = None
     reduction_factor: float | None = None
+    max_trial_epochs: int | None = None
     scheduler: str = "asha"
     searcher: str = "optuna"
     cpus_per_trial: float = 1.0
@@ -193,7 +200,12 @@ class SearchOptions:
         out.max_epochs = self.max_epochs or budget["max_epochs"]
         out.grace_period = self.grace_period or min(budget["grace_period"], out.max_epochs)
         out.reduction_factor = self.reduction_factor or budget["reduction_factor"]
-        out.num_samples = self.num_samples or budget["trials_per_family"] * n_families
+        if self.num_samples:
+            out.num_samples = self.num_samples
+        elif self.max_trial_epochs:
+            out.num_samples = UNLIMITED_TRIALS
+        else:
+            out.num_samples = budget["trials_per_family"] * n_families
         return out
 
 
@@ -219,6 +231,9 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--max-epochs", type=int, help="epochs of a trial that is not stopped early (default: from --budget)")
     parser.add_argument("--grace-period", type=int, help="ASHA: epochs before a trial can be stopped (default: from --budget)")
     parser.add_argument("--reduction-factor", type=float, help="ASHA: keep 1/R of the trials at each rung (default: from --budget)")
+    parser.add_argument("--max-trial-epochs", type=int,
+                        help="total budget: stop the search once its trials have trained this many epochs in all "
+                        "(--num-samples then defaults to no limit); counted afresh after --resume")
     parser.add_argument("--scheduler", default="asha", choices=["asha", "none"], help="early stopping")
     parser.add_argument("--searcher", default="optuna", choices=["optuna", "random"], help="Optuna TPE or random sampling")
     parser.add_argument("--cpus-per-trial", type=float, default=1.0, help="CPUs reserved by each trial")
@@ -273,6 +288,7 @@ def check_options(options: SearchOptions) -> None:
         "--max-epochs": options.max_epochs,
         "--grace-period": options.grace_period,
         "--max-concurrent": options.max_concurrent,
+        "--max-trial-epochs": options.max_trial_epochs,
     }
     for flag, value in positive.items():
         if value is not None and value < 1:
@@ -426,11 +442,7 @@ def search_space_for(families: list[Family], options: SearchOptions) -> tuple[Se
             space = shrink_for_small_budget(space, SIZE_FIELDS)
         spaces[family.name] = space
         fixed[family.name] = {k: v for k, v in options.fix.items() if k in family.fields}
-    try:
-        search_space = SearchSpace(spaces)
-    except SpaceError as error:
-        raise UsageError(str(error)) from None
-    points = []
+    chosen = []  # (family, values): --points first, then the paper's configurations
     by_name = {f.name: f for f in families}
     for number, given in enumerate(options.points, 1):
         given = dict(given)
@@ -440,14 +452,22 @@ def search_space_for(families: list[Family], options: SearchOptions) -> tuple[Se
         unknown = sorted(set(given) - by_name[name].fields)
         if unknown:
             raise UsageError(f"--points entry {number}: {', '.join(unknown)} not config fields of {name}")
-        points.append(search_space.point(name, {k: v for k, v in given.items() if k not in options.fix}))
+        chosen.append((name, {k: v for k, v in given.items() if k not in options.fix}))
     for family in families:
         paper = family.paper_configs.get(options.task)
         if paper:
             paper = {k: v for k, v in paper.items() if k not in options.fix}
             if BUDGETS[options.budget]["shrink"]:
                 paper = scale_down(paper, spaces[family.name])
-            points.append(search_space.point(family.name, paper))
+            chosen.append((family.name, paper))
+    # The space contains every point evaluated first (Optuna rejects a categorical value outside it).
+    for name, values in chosen:
+        spaces[name] = widen(spaces[name], values)
+    try:
+        search_space = SearchSpace(spaces)
+    except SpaceError as error:
+        raise UsageError(str(error)) from None
+    points = [search_space.point(name, values) for name, values in chosen]
     return search_space, points, fixed
 
 
@@ -677,6 +697,7 @@ def fit(options: SearchOptions, space, points, fixed, data_dir: Path, root: str,
     """Build (or restore) the Tuner and run it; returns Tune's ResultGrid."""
     from ray import tune
 
+    from tuning.stoppers import TrialEpochBudget
     from tuning.trainable import train_trial
 
     trainable = tune.with_resources(train_trial, {"cpu": options.cpus_per_trial, "gpu": options.gpus_per_trial})
@@ -715,6 +736,7 @@ def fit(options: SearchOptions, space, points, fixed, data_dir: Path, root: str,
         run_config=tune.RunConfig(
             name=name,
             storage_path=root,
+            stop=TrialEpochBudget(options.max_trial_epochs) if options.max_trial_epochs else None,
             failure_config=tune.FailureConfig(max_failures=options.max_failures),
             # Keep the best epoch (for the test evaluation) and, always, the latest (for retries).
             checkpoint_config=tune.CheckpointConfig(

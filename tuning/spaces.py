@@ -164,6 +164,23 @@ def without_fixed(space: dict[str, tuple], fixed: dict[str, Any]) -> dict[str, t
     return {name: spec for name, spec in space.items() if name not in fixed}
 
 
+def widen(space: dict[str, tuple], values: dict[str, Any]) -> dict[str, tuple]:
+    """`space` stretched to contain `values` (a point to evaluate first): a missing choice is
+    added, a range's bound moves; fields not in `space` are left to be carried."""
+    wide = dict(space)
+    for name, value in values.items():
+        if name not in space or contains(space[name], value):
+            continue
+        kind, *args = space[name]
+        if kind == "choice":
+            wide[name] = ("choice", [*args[0], value])
+        elif kind in ("randint", "lograndint"):
+            wide[name] = (kind, min(args[0], int(value)), max(args[1], int(value) + 1))
+        else:
+            wide[name] = (kind, min(args[0], value), max(args[1], value))
+    return wide
+
+
 def shrink_for_small_budget(space: dict[str, tuple], fields: set[str]) -> dict[str, tuple]:
     """The lower part of the size fields' ranges: small models for a laptop-sized budget.
 

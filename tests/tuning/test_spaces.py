@@ -13,6 +13,7 @@ from tuning.spaces import (
     shrink_for_small_budget,
     to_distribution,
     trial_hyperparameters,
+    widen,
 )
 
 optuna.logging.set_verbosity(optuna.logging.WARNING)
@@ -95,3 +96,9 @@ def test_random_configs_lie_in_the_space():
         assert config["hidden_size"] in (128, 256, 512)
         assert 1e-5 <= config["lr"] <= 1e-3
         assert config["num_layers"] in (1, 2, 3)
+
+
+def test_widening_adds_a_points_values_to_the_space():
+    wide = widen(LSTM, {"hidden_size": 32, "lr": 1e-2, "num_layers": 6, "batch_size": 64})
+    assert wide == {"hidden_size": ("choice", [128, 256, 512, 32]), "lr": ("loguniform", 1e-5, 1e-2), "num_layers": ("randint", 1, 7)}
+    assert widen(LSTM, {"hidden_size": 256, "lr": 1e-4}) == LSTM
