@@ -361,6 +361,7 @@ def plot_learning_curves(exp: Experiment, rows: list[dict], directory: Path, ove
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
+    from matplotlib.ticker import MaxNLocator
 
     directory.mkdir(exist_ok=True)
     paths = []
@@ -379,6 +380,8 @@ def plot_learning_curves(exp: Experiment, rows: list[dict], directory: Path, ove
         maa_ax.set_xlabel("epoch")
         maa_ax.set_ylabel("MAA")
         maa_ax.legend()
+        for axis in (loss_ax, maa_ax):
+            axis.xaxis.set_major_locator(MaxNLocator(integer=True))
         fig.suptitle(f"{family}, {exp.task} task: learning curves of the best trial ({trial_id})")
         fig.tight_layout()
         path = directory / f"{family}.png"
@@ -407,6 +410,7 @@ def plot_learning_curves(exp: Experiment, rows: list[dict], directory: Path, ove
             ax.axhline(value, color="grey", linestyle=":", linewidth=1)
             ax.annotate(baseline["name"], (1, value), fontsize=7, color="grey", va="bottom")
     ax.set_xlabel("epoch")
+    ax.xaxis.set_major_locator(MaxNLocator(integer=True))
     ax.set_ylabel("val MAA")
     ax.set_title(f"{exp.task} task: every trial (bold: each model's best; dotted: baselines)")
     if winners:
