@@ -131,14 +131,19 @@ def _answer(cluster, by_name: dict, names: dict, command: str, args: list[str]) 
             for a in table.values()
         ]}
     if command == "tasks":
-        (pattern,) = args
-        seen: dict[bytes, tuple[str, str]] = {}
+        pattern = args[0] if args else ""
+        # A task's name and the node that ran it may arrive in separate events: merge by task.
+        name_of: dict[bytes, str] = {}
+        node_of: dict[bytes, str] = {}
         for event in cluster.global_state._get_all_task_events():
-            name = event.task_info.name
-            node_id = event.state_updates.node_id.hex() if event.state_updates.node_id else ""
-            if pattern in name and node_id:
-                seen[event.task_id] = (name, names.get(node_id, "?"))
-        return {"tasks": [{"name": n, "node": node} for n, node in seen.values()]}
+            if event.task_info.name:
+                name_of[event.task_id] = event.task_info.name
+            if event.state_updates.node_id:
+                node_of[event.task_id] = names.get(event.state_updates.node_id.hex(), "?")
+        return {"tasks": [
+            {"name": name, "node": node_of[task]}
+            for task, name in name_of.items() if pattern in name and task in node_of
+        ]}
     if command == "resources":
         return {"resources": cluster.global_state.cluster_resources()}
     raise ValueError(f"unknown command {command!r}: kill NODE | actors | tasks PATTERN | resources | quit")
@@ -238,9 +243,10 @@ class FakeCluster:
         """Every actor the cluster has run: class_name, node (name), pid, state."""
         return self._ask("actors")["actors"]
 
-    def tasks(self, name_contains: str) -> list[dict]:
-        """Tasks whose name contains `name_contains` (e.g. "ReadParquet"), with the node that ran each."""
-        return self._ask(f"tasks {name_contains}")["tasks"]
+    def tasks(self, name_contains: str = "") -> list[dict]:
+        """Tasks (and actor tasks) whose name contains `name_contains` (e.g. "ReadParquet"), with the node
+        that ran each; names must not contain spaces."""
+        return self._ask(f"tasks {name_contains}".strip())["tasks"]
 
     def close(self) -> None:
         if self._process.poll() is None:
