@@ -1,0 +1,249 @@
+"""Throughput of data_pipeline.prepare against a plain CSV read and a pandas baseline.
+
+    python benchmarks/prepare_throughput.py                 # 500K sessions (~8.4M rows... see --sessions)
+    python benchmarks/prepare_throughput.py --scale         # 3.3M sessions, parquet raw, peak memory
+
+Default mode, all in one run on the same files:
+1. generate the raw set with the synth CLI (kept in --work and reused when its
+   config matches);
+2. floor: ``pyarrow.csv.read_csv`` of every log file (all cores, typed
+   columns), rows/s;
+3. ``prepare`` end to end (read, sessionize, vocabulary, encode, write,
+   features) on a local Ray instance with every core, rows/s;
+4. baseline: a single-process pandas script in the style of the paper's
+   preprocessing (read_csv, value_counts vocabulary, groupby session_id,
+   sort each group by position, lists of track ids and skips), on the first
+   --pandas-files log files (its rate is rows/s, so a subset is a fair
+   measure and keeps its memory in bounds).
+
+``--scale``: 3.3M sessions written as parquet, prepared with a 12 GiB budget;
+peak memory is the largest sum, sampled every second, of the proportional set
+size (PSS, from /proc; Linux only) of this process and all its descendants
+(Ray's GCS, raylet, object store and workers).
+
+Prints a markdown block (command, machine, figures) and appends it to
+``benchmarks/results/prepare.md`` with --write.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import shutil
+import subprocess
+import sys
+import threading
+import time
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(REPO))
+
+
+def machine() -> str:
+    model = "unknown CPU"
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                model = line.split(":", 1)[1].strip()
+                break
+    except OSError:
+        pass
+    memory = ""
+    try:
+        kb = int(next(l for l in Path("/proc/meminfo").read_text().splitlines() if l.startswith("MemTotal")).split()[1])
+        memory = f", {kb / 2**20:.0f} GiB RAM"
+    except (OSError, StopIteration):
+        pass
+    load = os.getloadavg()[0] if hasattr(os, "getloadavg") else float("nan")
+    return f"{os.cpu_count()} CPUs (nproc), {model}{memory}, {platform.system()}; load average at start {load:.1f}"
+
+
+# ---------------------------------------------------------------------------
+# Memory: PSS of a process tree, from /proc
+# ---------------------------------------------------------------------------
+
+
+def _descendants(root: int) -> list[int]:
+    children: dict[int, list[int]] = {}
+    for entry in Path("/proc").iterdir():
+        if not entry.name.isdigit():
+            continue
+        try:
+            stat = (entry / "stat").read_text()
+            ppid = int(stat[stat.rindex(")") + 2 :].split()[1])
+        except (OSError, ValueError):
+            continue
+        children.setdefault(ppid, []).append(int(entry.name))
+    out, stack = [], [root]
+    while stack:
+        pid = stack.pop()
+        out.append(pid)
+        stack.extend(children.get(pid, []))
+    return out
+
+
+def _pss_bytes(pid: int) -> int:
+    try:
+        for line in Path(f"/proc/{pid}/smaps_rollup").read_text().splitlines():
+            if line.startswith("Pss:"):
+                return int(line.split()[1]) * 1024
+    except OSError:
+        pass
+    return 0
+
+
+class PeakMemory:
+    """Samples the PSS sum of this process tree every `interval` seconds in a thread."""
+
+    def __init__(self, interval: float = 1.0):
+        self.interval = interval
+        self.peak = 0
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, daemon=True)
+
+    def _run(self) -> None:
+        while not self._stop.is_set():
+            total = sum(_pss_bytes(pid) for pid in _descendants(os.getpid()))
+            self.peak = max(self.peak, total)
+            self._stop.wait(self.interval)
+
+    def __enter__(self):
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc):
+        self._stop.set()
+        self._thread.join()
+
+
+# ---------------------------------------------------------------------------
+# The three contenders
+# ---------------------------------------------------------------------------
+
+
+def generate(work: Path, sessions: int, tracks: int, days: int, fmt: str) -> Path:
+    raw = work / f"raw_{fmt}_{sessions}_{tracks}_{days}"
+    marker = raw / "synth_done.json"
+    if marker.exists():
+        return raw
+    shutil.rmtree(raw, ignore_errors=True)
+    command = [sys.executable, "-m", "data_pipeline.synth", "--sessions", str(sessions), "--tracks", str(tracks),
+               "--days", str(days), "--seed", "0", "--format", fmt, "--out", str(raw)]
+    print("$", " ".join(command[1:]), file=sys.stderr)
+    started = time.perf_counter()
+    subprocess.run(command, check=True, cwd=REPO)
+    marker.write_text(json.dumps({"seconds": time.perf_counter() - started}))
+    return raw
+
+
+def plain_read(raw: Path) -> tuple[int, float]:
+    import pyarrow.csv as pacsv
+
+    from data_pipeline.readers import log_convert_options
+
+    rows, started = 0, time.perf_counter()
+    for path in sorted(raw.glob("log_*.csv*")):
+        rows += pacsv.read_csv(path, convert_options=log_convert_options()).num_rows
+    return rows, time.perf_counter() - started
+
+
+def pandas_baseline(raw: Path, files: int) -> tuple[int, float]:
+    """The paper-style script: one process, groupby + per-session sort, track ids and skip_2 only."""
+    import pandas as pd
+
+    started = time.perf_counter()
+    frame = pd.concat([pd.read_csv(p) for p in sorted(raw.glob("log_*.csv*"))[:files]], ignore_index=True)
+    counts = frame["track_id_clean"].value_counts()
+    vocab = {track: i + 4 for i, track in enumerate(counts.index)}
+    sessions = []
+    for session_id, group in frame.groupby("session_id", sort=False):
+        group = group.sort_values("session_position")
+        if not 10 <= len(group) <= 20:
+            continue
+        sessions.append((session_id, [vocab.get(t, 3) for t in group["track_id_clean"]],
+                         group["skip_2"].astype(int).tolist()))
+    out = pd.DataFrame(sessions, columns=["session_id", "tracks", "skip_2"])
+    out.to_parquet(raw.parent / "pandas_baseline.parquet")
+    return len(frame), time.perf_counter() - started
+
+
+def run_prepare(raw: Path, out: Path, num_cpus: int, object_store_gib: float) -> tuple[dict, float]:
+    import ray
+
+    from data_pipeline.prepare import PrepareOptions, prepare
+
+    if not ray.is_initialized():
+        ray.init(num_cpus=num_cpus, object_store_memory=int(object_store_gib * 2**30), include_dashboard=False,
+                 log_to_driver=False)
+    started = time.perf_counter()
+    manifest = prepare(PrepareOptions(raw=raw, out=out, show_progress=False))
+    return manifest, time.perf_counter() - started
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--sessions", type=int, default=600_000, help="sessions to generate (default 600K: ~10M rows)")
+    parser.add_argument("--tracks", type=int, default=100_000)
+    parser.add_argument("--days", type=int, default=5, help="days = log files")
+    parser.add_argument("--work", type=Path, default=REPO / ".cache" / "bench_prepare", help="where raw/prepared data go")
+    parser.add_argument("--pandas-files", type=int, default=1, help="log files the pandas baseline reads (default 1)")
+    parser.add_argument("--num-cpus", type=int, default=os.cpu_count())
+    parser.add_argument("--object-store-gib", type=float, default=0.5)
+    parser.add_argument("--scale", action="store_true", help="3.3M sessions, parquet raw, peak memory vs 12 GiB")
+    parser.add_argument("--write", action="store_true", help="append the figures to benchmarks/results/prepare.md")
+    args = parser.parse_args()
+    args.work.mkdir(parents=True, exist_ok=True)
+    command = "python benchmarks/prepare_throughput.py " + " ".join(sys.argv[1:])
+    lines = [f"### prepare throughput{' (scale)' if args.scale else ''}", "", f"- command: `{command}`",
+             f"- machine: {machine()}"]
+
+    if args.scale:
+        sessions = 3_300_000 if args.sessions == 600_000 else args.sessions
+        raw = generate(args.work, sessions, args.tracks, args.days, "parquet")
+        with PeakMemory() as memory:
+            manifest, seconds = run_prepare(raw, args.work / "prepared_scale", args.num_cpus, args.object_store_gib)
+        rows = manifest["rows"]["read"]
+        lines += [
+            f"- raw: {sessions:,} sessions, {rows:,} rows, parquet, {args.days} files",
+            f"- prepare: {seconds:.1f} s, {rows / seconds:,.0f} rows/s, {manifest['sessions']['kept']:,} sessions kept",
+            f"- peak memory (PSS, driver + Ray processes): {memory.peak / 2**30:.2f} GiB "
+            f"({'under' if memory.peak < 12 * 2**30 else 'OVER'} the 12 GiB budget)",
+        ]
+    else:
+        raw = generate(args.work, args.sessions, args.tracks, args.days, "csv")
+        size = sum(p.stat().st_size for p in raw.glob("log_*"))
+        read_rows, read_seconds = plain_read(raw)
+        manifest, prepare_seconds = run_prepare(raw, args.work / "prepared", args.num_cpus, args.object_store_gib)
+        pandas_rows, pandas_seconds = pandas_baseline(raw, args.pandas_files)
+        read_rate, prepare_rate, pandas_rate = (read_rows / read_seconds, manifest["rows"]["read"] / prepare_seconds,
+                                                pandas_rows / pandas_seconds)
+        lines += [
+            f"- raw: {args.sessions:,} sessions, {read_rows:,} rows, {size / 2**30:.2f} GiB CSV in {args.days} files",
+            "",
+            "| step | rows | seconds | rows/s | vs plain read | vs pandas |",
+            "|---|---:|---:|---:|---:|---:|",
+            f"| plain `pyarrow.csv.read_csv` (floor) | {read_rows:,} | {read_seconds:.1f} | {read_rate:,.0f} | 1.00x | "
+            f"{read_rate / pandas_rate:.1f}x |",
+            f"| `prepare` end to end (Ray Data, {args.num_cpus} CPUs) | {manifest['rows']['read']:,} | "
+            f"{prepare_seconds:.1f} | {prepare_rate:,.0f} | {prepare_rate / read_rate:.2f}x | {prepare_rate / pandas_rate:.1f}x |",
+            f"| pandas groupby script (1 process, {args.pandas_files} file(s)) | {pandas_rows:,} | {pandas_seconds:.1f} | "
+            f"{pandas_rate:,.0f} | {pandas_rate / read_rate:.2f}x | 1.0x |",
+            "",
+            f"- prepare's own timing: read + sessionize {manifest['timing']['read_and_sessionize_s']} s of "
+            f"{manifest['timing']['total_s']} s; targets: >= 0.5x plain read, >= 5x pandas",
+        ]
+    block = "\n".join(lines) + "\n"
+    print(block)
+    if args.write:
+        results = REPO / "benchmarks" / "results" / "prepare.md"
+        results.parent.mkdir(parents=True, exist_ok=True)
+        with open(results, "a") as f:
+            f.write("\n" + block)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
