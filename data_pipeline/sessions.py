@@ -70,7 +70,9 @@ FLAG_NULL, FLAG_INCONSISTENT, FLAG_LENGTH, FLAG_POSITION, FLAG_DUPLICATE = 1, 2,
 
 # Per-position columns whose values are strings until the vocabularies are known.
 STRING_SLOT_COLUMNS = ("tracks", *CATEGORICAL_SEQUENCE_COLUMNS)
-SLOT_DICTIONARY = pa.dictionary(pa.int32(), pa.string())
+SLOT_DICTIONARY = pa.dictionary(pa.int32(), pa.string())  # track ids
+CATEGORY_DICTIONARY = pa.dictionary(pa.int16(), pa.string())  # categorical values (few per block)
+PATH_TYPE = pa.dictionary(pa.int32(), pa.string())  # one file per block: stored once
 LOG_SCHEMA = pa.schema([pa.field(n, t) for n, t in LOG_COLUMNS.items()])
 EXAMPLES_PER_REASON = 5
 
@@ -78,7 +80,7 @@ EXAMPLES_PER_REASON = 5
 def staged_schema() -> pa.Schema:
     fields = [
         pa.field("session_id", pa.string()),
-        pa.field("path", pa.string()),
+        pa.field("path", PATH_TYPE),
         pa.field("status", pa.int8()),
         pa.field("reason", pa.int8()),  # drop reason (DROPPED) or FLAG_* bits (FRAGMENT)
         pa.field("reordered", pa.bool_()),
@@ -90,7 +92,11 @@ def staged_schema() -> pa.Schema:
         pa.field("position_bits", pa.int32()),  # bit p-1 set: position p present
     ]
     for column in SEQUENCE_COLUMNS:
-        value_type = SLOT_DICTIONARY if column.name in STRING_SLOT_COLUMNS else column.dtype
+        value_type = column.dtype
+        if column.name == "tracks":
+            value_type = SLOT_DICTIONARY
+        elif column.name in CATEGORICAL_SEQUENCE_COLUMNS:
+            value_type = CATEGORY_DICTIONARY
         fields.append(pa.field(column.name, pa.list_(value_type, S)))
     return pa.schema(fields)
 
@@ -217,7 +223,7 @@ def sessionize_block(table: pa.Table, rule: SplitRule) -> pa.Table:
 def _missing_id_record(rows: int, path: str) -> pa.Table:
     record = {field.name: pa.nulls(1, field.type) for field in STAGED_SCHEMA}
     record.update(
-        path=pa.array([path]), status=pa.array([DROPPED], pa.int8()),
+        path=pa.array([path], PATH_TYPE), status=pa.array([DROPPED], pa.int8()),
         reason=pa.array([REASON_CODE["missing_session_id"]], pa.int8()), rows=pa.array([rows], pa.int32()),
     )
     return pa.table(record, schema=STAGED_SCHEMA)
@@ -299,7 +305,7 @@ def _sessionize(table: pa.Table, rule: SplitRule, path: str) -> pa.Table:
 
     columns = {
         "session_id": session_ids,
-        "path": pa.array([path] * groups, pa.string()),
+        "path": pa.DictionaryArray.from_arrays(pa.array(np.zeros(groups, np.int32)), pa.array([path], pa.string())),
         "status": pa.array(status),
         "reason": pa.array(reason),
         "reordered": pa.array(reordered),
@@ -314,7 +320,13 @@ def _sessionize(table: pa.Table, rule: SplitRule, path: str) -> pa.Table:
         source = table.column(column.source)
         if column.name in STRING_SLOT_COLUMNS:
             row_codes, dictionary = _dictionary_codes(source)
-            flat = _slots(take(row_codes)[in_slots], slot, groups, np.int32)
+            index_type = STAGED_SCHEMA.field(column.name).type.value_type.index_type
+            if len(dictionary) > np.iinfo(index_type.to_pandas_dtype()).max:
+                raise ValueError(
+                    f"{path}: column {column.source} has {len(dictionary):,} distinct values in one block; "
+                    "is this an MSSD log file?"
+                )
+            flat = _slots(take(row_codes)[in_slots], slot, groups, index_type.to_pandas_dtype())
             values = pa.DictionaryArray.from_arrays(pa.array(flat), dictionary)
         else:
             numpy_type = column.dtype.to_pandas_dtype()
@@ -442,10 +454,15 @@ def _staged_from_lists(columns: dict[str, list]) -> pa.Table:
         if pa.types.is_fixed_size_list(field.type):
             flat = np.concatenate([np.asarray(v) for v in values])
             inner = field.type.value_type
-            array = pc.dictionary_encode(pa.array(flat.tolist(), pa.string())) if pa.types.is_dictionary(inner) else pa.array(flat, inner)
+            if pa.types.is_dictionary(inner):
+                encoded = pc.dictionary_encode(pa.array(flat.tolist(), pa.string()))
+                array = pa.DictionaryArray.from_arrays(encoded.indices.cast(inner.index_type), encoded.dictionary)
+            else:
+                array = pa.array(flat, inner)
             arrays[field.name] = _fixed_list(array)
         else:
-            arrays[field.name] = pa.array(np.asarray(values) if field.type != pa.string() else values, field.type)
+            plain = pa.types.is_string(field.type) or pa.types.is_dictionary(field.type)
+            arrays[field.name] = pa.array(values if plain else np.asarray(values), field.type)
     return pa.table(arrays, schema=STAGED_SCHEMA)
 
 
@@ -460,7 +477,7 @@ def _kept_slot_codes(table: pa.Table, name: str) -> tuple[np.ndarray, pa.Array]:
     values = column.flatten()
     if isinstance(values, pa.ChunkedArray):
         values = values.combine_chunks()
-    if values.type != SLOT_DICTIONARY:
+    if not pa.types.is_dictionary(values.type):
         values = pc.dictionary_encode(values)
     return _numpy(values.indices, np.int64).reshape(len(column), S), values.dictionary
 

@@ -295,3 +295,18 @@ def test_prepared_directory_of_another_format_version_is_an_error(mixed, tmp_pat
     (old / "manifest.json").write_text(json.dumps(manifest))
     with pytest.raises(SchemaError, match="format version 0.*Prepare the raw data again"):
         open_prepared(old)
+
+
+def test_session_id_complete_in_two_files_drops_every_copy_and_its_plays(tmp_path, ray_session):
+    raw = tmp_path / "raw"
+    raw.mkdir()
+    twice = session_rows("s_twice", 10, tracks=[f"t_dup_{p}" for p in range(1, 11)])
+    write_log(raw / "log_0.csv", [*session_rows("s_a", 10), *twice])
+    write_log(raw / "log_1.csv", [*twice, *session_rows("s_b", 12)])
+    manifest = _prepare(raw, tmp_path / "out")
+    assert manifest["sessions"]["dropped"] == {"duplicate_session_id": 2}
+    assert manifest["rows"]["dropped"] == {"duplicate_session_id": 20}
+    assert manifest["sessions"]["kept"] == 2 and manifest["rows"]["kept"] == 22
+    assert manifest["sessions"]["dropped_examples"]["duplicate_session_id"][0]["session_id"] == "s_twice"
+    vocab = open_prepared(tmp_path / "out").vocab.column("track_id").to_pylist()
+    assert not any(t.startswith("t_dup_") for t in vocab)
