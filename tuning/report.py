@@ -108,7 +108,9 @@ def _read_results(path: Path) -> list[dict]:
 
 def _trial_states(exp_dir: Path) -> dict[str, dict]:
     """trial_id -> {status, failures, error_file} from Tune's latest experiment state."""
-    states = sorted(exp_dir.glob("experiment_state-*.json"), key=lambda p: p.stat().st_mtime)
+    # One file per driver session, named by its start time; a resumed run leaves the old one
+    # behind (and may touch it again while syncing), so the newest name wins, not the newest mtime.
+    states = sorted(exp_dir.glob("experiment_state-*.json"))
     if not states:
         return {}
     try:

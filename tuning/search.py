@@ -23,11 +23,22 @@ and reports val MAA, the only selection metric, every epoch, with a checkpoint.
   value as intermediate values). TPE then ranks it below every completed trial
   (and pruned trials among themselves by how far they got, then by value),
   which is what ASHA decided; optuna-dashboard shows it as pruned.
+- Data: every trial gets the prepared directory's path, opened once by the
+  driver (validated, baselines), and reads the same parquet shards; nothing is
+  copied per trial. Trials stream the train split through Ray Data
+  (``--input-path ray``) or, for small data, hold it in memory (``memory``;
+  ``auto``, the default, picks memory up to 50K training sessions, because Ray
+  Data's start-up per epoch costs more than a small epoch itself).
 - Concurrency: a trial reserves ``--cpus-per-trial`` / ``--gpus-per-trial``
   (fractions allowed). Ray Data's read tasks inside a trial need CPUs outside
-  the trials' reservations (else the search hangs), so by default one CPU is
-  left free for them and at most (CPUs - 1) / cpus_per_trial trials run at once
-  (``--max-concurrent`` overrides).
+  the trials' reservations (else the search hangs), so when trials stream, one
+  CPU is left free for them and at most (CPUs - 1) / cpus_per_trial trials run
+  at once (``--max-concurrent`` overrides).
+- Budget: ``--budget small`` (default) searches the lower half of the model
+  size ranges (the paper's configurations scaled down to them), 3 epochs, two
+  trials per model family; ``--budget paper`` the full spaces, 5 epochs (the
+  paper's maximum), 20 trials per family; ``--max-trial-epochs N`` caps the
+  total epochs trained by all trials.
 - Faults: a trial that raises is retried from its latest checkpoint up to
   ``--max-failures`` times; one that fails for good is recorded with its error
   and the search goes on. ``--resume`` continues an interrupted experiment with
@@ -406,7 +417,7 @@ def build_searcher(options: SearchOptions, space: SearchSpace, points, storage_u
         study_name=study_name,
         storage=storage,
         max_epochs=options.max_epochs,
-        points=points,
+        points=points[: options.num_samples],  # more would wait in the study forever
     )
     return ConcurrencyLimiter(searcher, max_concurrent=options.max_concurrent)
 

@@ -164,7 +164,7 @@ def test_a_trial_that_fails_once_is_retried_from_its_checkpoint_and_finishes(tmp
 
 
 def _finished_trials(exp_dir: Path) -> list[str]:
-    states = sorted(exp_dir.glob("experiment_state-*.json"), key=lambda p: p.stat().st_mtime)
+    states = sorted(exp_dir.glob("experiment_state-*.json"))  # named by driver start time
     if not states:
         return []
     try:
