@@ -77,15 +77,19 @@ def beam_search(model, batch: dict, beam_size: int, steps: int = HALF_LENGTH) ->
         state = None
         for t in range(steps):
             log_probs, state = _next_log_probs(model, memory, tokens, state)  # (B*K, V)
-            vocab = log_probs.shape[1]
+            # the K best of a session are among the K best extensions of each beam:
+            # (B, K*K) candidates instead of (B, K*V), which matters at V = 100K
+            per_beam = min(k, log_probs.shape[1])
+            step_scores, step_tracks = log_probs.topk(per_beam, dim=1)  # (B*K, per_beam), best first
             # sessions already past n_out: extend every beam by its argmax at no cost
-            frozen = torch.full_like(log_probs, float("-inf"))
-            frozen.scatter_(1, log_probs.argmax(-1, keepdim=True), 0.0)
-            log_probs = torch.where((t < beam_n_out)[:, None], log_probs, frozen)
-            candidates = (scores.view(-1, 1) + log_probs).view(num_sessions, k * vocab)
+            done = (t >= beam_n_out)[:, None]
+            free = torch.zeros_like(step_scores).index_fill_(1, torch.arange(1, per_beam, device=device), float("-inf"))
+            step_scores = torch.where(done, free, step_scores)
+            candidates = (scores.view(-1, 1) + step_scores).view(num_sessions, k * per_beam)
             scores, flat = candidates.topk(k, dim=1)  # (B, K)
-            parent = (torch.arange(num_sessions, device=device)[:, None] * k + flat // vocab).view(-1)
-            tokens = torch.cat([tokens.index_select(0, parent), (flat % vocab).view(-1, 1)], dim=1)
+            parent = (torch.arange(num_sessions, device=device)[:, None] * k + flat // per_beam).view(-1)  # (B*K,)
+            chosen = step_tracks.view(num_sessions, k * per_beam).gather(1, flat).view(-1, 1)
+            tokens = torch.cat([tokens.index_select(0, parent), chosen], dim=1)
             state = _select(state, parent)
         best_score, best = scores.max(dim=1)  # (B,)
         best_tokens = tokens.view(num_sessions, k, -1)[torch.arange(num_sessions, device=device), best, 1:]
