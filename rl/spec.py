@@ -44,6 +44,8 @@ class DDPGModelConfig:
     iterations_per_epoch: int = 5
     # Evaluation
     eval_sessions: int = 0  # 0 = the whole split; otherwise the first N sessions
+    # Run option (not searched): one progress line per RLlib iteration on stderr
+    show_progress: bool = False
 
     @classmethod
     def from_dict(cls, config: dict) -> "DDPGModelConfig":

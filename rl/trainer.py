@@ -31,6 +31,7 @@ import hashlib
 import json
 import os
 import shutil
+import sys
 import time
 from pathlib import Path
 
@@ -177,8 +178,17 @@ class RLTrainer:
         start = time.perf_counter()
         steps0, episodes0, updates0 = self._counters()
         result: dict = {}
-        for _ in range(self.config.iterations_per_epoch):
+        for iteration in range(self.config.iterations_per_epoch):
             result = self.algo.train()
+            if self.config.show_progress:
+                learner = result.get("learners", {}).get("default_policy", {})
+                print(
+                    f"ddpg {self.task} epoch {self.epoch + 1} iteration {iteration + 1}/{self.config.iterations_per_epoch}: "
+                    f"{self._counters()[0]} env steps, return {result.get('env_runners', {}).get('episode_return_mean', float('nan')):.3f}, "
+                    f"critic loss {learner.get('qf_loss', float('nan')):.4f}",
+                    file=sys.stderr,
+                    flush=True,
+                )
         elapsed = time.perf_counter() - start
         steps, episodes, updates = self._counters()
         self.epoch += 1
