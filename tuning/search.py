@@ -22,7 +22,9 @@ and reports val MAA, the only selection metric, every epoch, with a checkpoint.
   run. `StudySearch` tells such a trial as PRUNED instead (with every epoch's
   value as intermediate values). TPE then ranks it below every completed trial
   (and pruned trials among themselves by how far they got, then by value),
-  which is what ASHA decided; optuna-dashboard shows it as pruned.
+  which is what ASHA decided; optuna-dashboard shows it as pruned. A trial that
+  fails for good is told as FAIL (OptunaSearch would call it COMPLETE when it
+  had reported an epoch before failing).
 - Data: every trial gets the prepared directory's path, opened once by the
   driver (validated, baselines), and reads the same parquet shards; nothing is
   copied per trial. Trials stream the train split through Ray Data
@@ -69,7 +71,7 @@ from pathlib import Path
 from typing import Any
 
 from tuning.report import BASELINES_FILE, SEARCH_FILE, TEST_DIR
-from tuning.spaces import SearchSpace, SpaceError, shrink_for_small_budget, widen, without_fixed
+from tuning.spaces import CARRIED_ATTR, SearchSpace, SpaceError, shrink_for_small_budget, widen, without_fixed
 
 TASKS = ("skip", "seq")
 METRIC = "val_maa"
@@ -355,7 +357,7 @@ def _optuna_search_class():
     from ray.tune.search.optuna import OptunaSearch
 
     class StudySearch(OptunaSearch):
-        """OptunaSearch that tells trials stopped early (by ASHA) as PRUNED, not COMPLETE.
+        """OptunaSearch that tells trials stopped early (by ASHA) as PRUNED and failed ones as FAIL.
 
         A trial that ends without error before `max_epochs` epochs was stopped by
         the scheduler; see the module docstring for why Optuna sees it as pruned.
@@ -368,25 +370,28 @@ def _optuna_search_class():
             super().__init__(*args, **kwargs)
             self._max_epochs = max_epochs
             for params, carried in points:
-                from tuning.spaces import CARRIED_ATTR
-
                 self._ot_study.enqueue_trial(params, user_attrs={CARRIED_ATTR: carried}, skip_if_exists=True)
 
         def on_trial_complete(self, trial_id: str, result: dict | None = None, error: bool = False):
             import optuna
 
             epochs = int((result or {}).get("epoch", 0))
-            if error or not result or epochs >= self._max_epochs or trial_id in self._completed_trials:
+            if trial_id in self._completed_trials or (not error and (not result or epochs >= self._max_epochs)):
                 return super().on_trial_complete(trial_id, result, error)
-            # The result that made ASHA stop the trial never went through on_trial_result:
-            # record it as the last intermediate value, which Optuna keeps as the pruned value.
-            with warnings.catch_warnings():
-                warnings.simplefilter("ignore")  # a step already reported is ignored, with a warning
-                self.on_trial_result(trial_id, result)
+            if error:
+                # OptunaSearch would record a trial that failed after reporting as COMPLETE.
+                state = optuna.trial.TrialState.FAIL
+            else:
+                # The result that made ASHA stop the trial never went through on_trial_result:
+                # record it as the last intermediate value, which Optuna keeps as the pruned value.
+                with warnings.catch_warnings():
+                    warnings.simplefilter("ignore")  # a step already reported is ignored, with a warning
+                    self.on_trial_result(trial_id, result)
+                state = optuna.trial.TrialState.PRUNED
             try:
-                self._ot_study.tell(self._ot_trials[trial_id], state=optuna.trial.TrialState.PRUNED)
+                self._ot_study.tell(self._ot_trials[trial_id], state=state)
             except Exception as exc:  # noqa: BLE001 - as OptunaSearch: a failed tell must not stop the search
-                warnings.warn(f"optuna: could not record trial {trial_id} as pruned: {exc}")
+                warnings.warn(f"optuna: could not record trial {trial_id} as {state.name}: {exc}")
             self._completed_trials.add(trial_id)
 
     return StudySearch
@@ -606,7 +611,7 @@ def run_search(options: SearchOptions) -> Path:
     Raises UsageError for bad settings (before any trial starts) and
     tuning.cluster.ClusterError when Ray cannot be reached.
     """
-    from tuning.cluster import connect, describe
+    from tuning.cluster import ClusterError, connect, describe
 
     root = experiment_root(options.storage)
     if options.resume:
@@ -633,12 +638,8 @@ def run_search(options: SearchOptions) -> Path:
 
     try:
         info = connect(options.address)
-    except Exception as error:
-        from tuning.cluster import ClusterError
-
-        if isinstance(error, ClusterError):
-            raise UsageError(str(error)) from None
-        raise
+    except ClusterError as error:
+        raise UsageError(str(error)) from None
     print(describe(info), flush=True)
     if options.gpus_per_trial > 0 and info.gpus == 0:
         raise UsageError(

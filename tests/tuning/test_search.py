@@ -212,3 +212,18 @@ def test_a_driver_killed_after_the_first_finished_trial_resumes_without_losing_o
     assert all(t.state == optuna.trial.TrialState.COMPLETE for t in study)
     first_value = json.loads(first_results.splitlines()[-1])["val_maa"]
     assert first_value in [t.value for t in study]
+
+
+def test_a_trial_that_fails_for_good_is_recorded_with_its_error_and_the_search_goes_on(tmp_path, synthetic_prepared, ray_session):
+    options = SearchOptions(
+        task="skip", model="lstm", data=str(synthetic_prepared), storage=str(tmp_path), name="broken",
+        num_samples=2, max_epochs=1, max_concurrent=1, max_failures=0, baselines=False, test=False, fix=TINY_FIX,
+        hooks={"fail_once_marker": str(tmp_path / "failed-once"), "fail_after_epoch": 1},
+    )
+    exp_dir = run_search(options)
+    trials = sorted(load_experiment(exp_dir).trials, key=lambda t: t.status)
+    assert [t.status for t in trials] == ["error", "finished"]
+    assert "InjectedFailure: fault drill: failing once after epoch 1" in trials[0].error
+    assert "fault drill: failing once after epoch 1" in (exp_dir / "leaderboard.md").read_text()
+    states = sorted(t.state.name for t in study_trials(exp_dir))
+    assert states == ["COMPLETE", "FAIL"]
