@@ -17,7 +17,7 @@ import pytest
 from data_pipeline.dataset import open_prepared
 from data_pipeline.prepare import PrepareOptions, main, prepare
 from data_pipeline.schema import FIRST_TRACK_ID, LOG_COLUMNS, SchemaError
-from mssd_rows import HEADER, feature_row, session_rows, write_features, write_log
+from tests.data_pipeline.mssd_rows import HEADER, feature_row, session_rows, write_features, write_log
 
 REPO = Path(__file__).resolve().parents[2]
 

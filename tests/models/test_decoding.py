@@ -7,7 +7,7 @@ import itertools
 import numpy as np
 import pytest
 import torch
-from model_batches import DECODER_MODELS, make_batch, make_info, raw_sessions, tiny_model, to_torch
+from tests.models.model_batches import DECODER_MODELS, make_batch, make_info, raw_sessions, tiny_model, to_torch
 
 from data_pipeline.dataset import split_halves
 from data_pipeline.schema import FIRST_TRACK_ID

@@ -7,7 +7,7 @@ import dataclasses
 
 import pytest
 import torch
-from model_batches import DECODER_MODELS, TINY_CONFIGS, VOCAB_SIZE, make_batch, make_info, tiny_model
+from tests.models.model_batches import DECODER_MODELS, TINY_CONFIGS, VOCAB_SIZE, make_batch, make_info, tiny_model
 
 from data_pipeline.schema import FIRST_TRACK_ID, MASK_ID, PAD_ID, SKIP_ID
 from models.common import DataInfo, encoder_tokens, shifted_targets

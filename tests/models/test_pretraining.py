@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 import torch
-from model_batches import TINY_CONFIGS, make_batch, make_info, playlist_sessions, tiny_model, write_prepared
+from tests.models.model_batches import TINY_CONFIGS, make_batch, make_info, playlist_sessions, tiny_model, write_prepared
 
 from data_pipeline.schema import FIRST_TRACK_ID, MASK_ID, PAD_ID
 from models.bert import BertLM, cloze_mask, train_cloze
