@@ -1,0 +1,99 @@
+"""`python -m tuning.predict`: a checkpoint scores new raw MSSD files on its own."""
+
+import csv
+
+import pandas as pd
+import pyarrow.parquet as pq
+import pytest
+
+from data_pipeline.dataset import open_prepared
+from tuning.predict import main as predict_main
+from tuning.trainer import make_trainer
+
+
+@pytest.fixture(scope="module")
+def skip_checkpoint(synthetic_prepared, tmp_path_factory):
+    """A tiny LSTM trained one epoch on the skip task (challenge protocol), saved; and its val metrics."""
+    trainer = make_trainer("skip", "lstm", {"lr": 3e-3, "hidden_size": 32, "embedding_dim": 32, "batch_size": 128},
+                           synthetic_prepared, protocol="challenge", device="cpu", input_path="memory")
+    trainer.train_epoch()
+    directory = trainer.save(tmp_path_factory.mktemp("ckpt") / "checkpoint")
+    return directory, trainer.evaluate("val")
+
+
+def raw_subset(raw_dir, session_ids, out_dir, edit=None):
+    """Copy the raw log rows of `session_ids` into `out_dir`, optionally editing the frame."""
+    out_dir.mkdir(parents=True, exist_ok=True)
+    for path in sorted(raw_dir.glob("log_*")):
+        frame = pd.read_csv(path, dtype=str, keep_default_na=False)
+        frame = frame[frame.session_id.isin(session_ids)]
+        if edit is not None:
+            frame = edit(frame)
+        frame.to_csv(out_dir / path.name.replace(".gz", ""), index=False)
+    return out_dir
+
+
+def val_session_ids(prepared):
+    return set(open_prepared(prepared).numpy_split("val", "challenge")["session_id"].tolist())
+
+
+def test_predict_on_the_raw_val_sessions_reproduces_the_trainers_val_maa(
+    skip_checkpoint, synthetic_raw, synthetic_prepared, tmp_path, capsys
+):
+    checkpoint, val = skip_checkpoint
+    raw = raw_subset(synthetic_raw, val_session_ids(synthetic_prepared), tmp_path / "raw")
+    out = tmp_path / "pred.csv"
+    assert predict_main(["--checkpoint", str(checkpoint), "--raw", str(raw), "--out", str(out), "--device", "cpu"]) == 0
+    printed = capsys.readouterr().out
+    assert f"MAA {val['maa']:.4f}" in printed
+    rows = list(csv.DictReader(out.open()))
+    assert len(rows) == val["sessions"]
+    first = rows[0]
+    n_out = int(first["n_out"])
+    assert all(first[f"pred_{t}"] in ("0", "1") for t in range(1, n_out + 1))
+    assert all(first[f"pred_{t}"] == "" for t in range(n_out + 1, 11))
+
+
+def test_unseen_tracks_become_unknown_and_parquet_output_works(skip_checkpoint, synthetic_raw, synthetic_prepared, tmp_path, capsys):
+    checkpoint, _ = skip_checkpoint
+    ids = sorted(val_session_ids(synthetic_prepared))[:20]
+
+    def rename_tracks(frame):
+        frame = frame.copy()
+        frame["track_id_clean"] = "never_seen_" + frame["track_id_clean"]
+        return frame
+
+    raw = raw_subset(synthetic_raw, ids, tmp_path / "raw", rename_tracks)
+    out = tmp_path / "pred.parquet"
+    assert predict_main(["--checkpoint", str(checkpoint), "--raw", str(raw), "--out", str(out), "--device", "cpu"]) == 0
+    printed = capsys.readouterr().out
+    table = pq.read_table(out)
+    assert table.num_rows == 20
+    rows = sum(len(pd.read_csv(p)) for p in raw.glob("log_*"))
+    assert f"{rows:,} unknown track plays" in printed
+
+
+def test_missing_second_half_labels_give_predictions_without_metrics(skip_checkpoint, synthetic_raw, synthetic_prepared, tmp_path, capsys):
+    checkpoint, _ = skip_checkpoint
+    ids = sorted(val_session_ids(synthetic_prepared))[:10]
+
+    def hide_labels(frame):
+        frame = frame.copy()
+        second_half = 2 * frame.session_position.astype(int) > frame.session_length.astype(int)
+        for column in ("skip_1", "skip_2", "skip_3", "not_skipped"):
+            frame.loc[second_half, column] = ""
+        return frame
+
+    raw = raw_subset(synthetic_raw, ids, tmp_path / "raw", hide_labels)
+    out = tmp_path / "pred.csv"
+    assert predict_main(["--checkpoint", str(checkpoint), "--raw", str(raw), "--out", str(out), "--device", "cpu"]) == 0
+    printed = capsys.readouterr().out
+    assert "labels are missing: no metrics" in printed and "MAA" not in printed
+    assert len(list(csv.DictReader(out.open()))) == 10
+
+
+def test_predict_fails_with_one_line_for_a_missing_checkpoint(tmp_path, capsys):
+    code = predict_main(["--checkpoint", str(tmp_path / "nope"), "--raw", str(tmp_path), "--out", str(tmp_path / "p.csv")])
+    assert code == 2
+    err = capsys.readouterr().err.strip()
+    assert "not a checkpoint directory" in err and "\n" not in err
