@@ -217,7 +217,8 @@ def test_a_driver_killed_after_the_first_finished_trial_resumes_without_losing_o
 def test_a_trial_that_fails_for_good_is_recorded_with_its_error_and_the_search_goes_on(tmp_path, synthetic_prepared, ray_session):
     options = SearchOptions(
         task="skip", model="lstm", data=str(synthetic_prepared), storage=str(tmp_path), name="broken",
-        num_samples=2, max_epochs=1, max_concurrent=1, max_failures=0, baselines=False, test=False, fix=TINY_FIX,
+        num_samples=2, max_epochs=2, scheduler="none", max_concurrent=1, max_failures=0, baselines=False, test=False,
+        fix=TINY_FIX,
         hooks={"fail_once_marker": str(tmp_path / "failed-once"), "fail_after_epoch": 1},
     )
     exp_dir = run_search(options)
