@@ -75,21 +75,6 @@ def contains(spec: tuple, value: Any) -> bool:
     return isinstance(value, (int, float)) and low <= value <= high and math.isfinite(value)
 
 
-def sample(spec: tuple, rng) -> Any:
-    """One random draw from a plain-data entry (numpy Generator `rng`), as Python values."""
-    kind, *args = spec
-    if kind == "choice":
-        return args[0][int(rng.integers(len(args[0])))]
-    low, high = args
-    if kind == "uniform":
-        return float(rng.uniform(low, high))
-    if kind == "loguniform":
-        return float(math.exp(rng.uniform(math.log(low), math.log(high))))
-    if kind == "lograndint":
-        return int(min(high - 1, math.floor(math.exp(rng.uniform(math.log(low), math.log(high))))))
-    return int(rng.integers(low, high))
-
-
 @dataclass
 class SearchSpace:
     """The define-by-run space of one search over one or more model families.
@@ -137,10 +122,6 @@ class SearchSpace:
         if len(self.families) > 1:
             params["model"] = family
         return params, carried
-
-    def random_config(self, family: str, rng) -> dict[str, Any]:
-        """A uniform random configuration of one family (plain field names), for benchmarks."""
-        return {name: sample(spec, rng) for name, spec in self.spaces[family].items()}
 
 
 def _suggest(trial, name: str, distribution: optuna.distributions.BaseDistribution):
