@@ -328,24 +328,33 @@ def check_fixed(fixed: dict[str, Any], families: list[Family]) -> None:
             raise UsageError(f"--fix {name}: not a config field of {', '.join(f.name for f in families)} (fields: {', '.join(fields)})")
 
 
-def open_data(data: str | None):
-    """(prepared directory, PreparedDataset): --data, or the embedded synthetic set (made on first use)."""
+def check_data(data: str | None):
+    """(prepared directory, PreparedDataset) for --data, checked; None when the default set is used."""
     from data_pipeline.dataset import open_prepared
     from data_pipeline.schema import SchemaError
 
     if data is None:
-        from data_pipeline.default import default_dataset
-
-        print("data: the embedded synthetic dataset (generated and prepared on first use)", flush=True)
-        path = Path(default_dataset())
-    else:
-        path = Path(data).expanduser()
-        if not path.exists():
-            raise UsageError(f"--data {data}: no such directory; prepare one with `python -m data_pipeline.prepare --raw RAW --out {data}`")
+        return None
+    path = Path(data).expanduser()
+    if not path.exists():
+        raise UsageError(f"--data {data}: no such directory; prepare one with `python -m data_pipeline.prepare --raw RAW --out {data}`")
     try:
         return path.resolve(), open_prepared(path)
     except SchemaError as error:
         raise UsageError(str(error)) from None
+
+
+def default_data():
+    """(prepared directory, PreparedDataset) of the embedded synthetic set, made on first use.
+
+    Called once Ray is up, so that preparing it runs on the search's own Ray instance.
+    """
+    from data_pipeline.dataset import open_prepared
+    from data_pipeline.default import default_dataset
+
+    print("data: the embedded synthetic dataset (generated and prepared on first use)", flush=True)
+    path = Path(default_dataset()).resolve()
+    return path, open_prepared(path)
 
 
 # ---------------------------------------------------------------------------
@@ -632,9 +641,8 @@ def run_search(options: SearchOptions) -> Path:
     check_fixed(options.fix, families)
     options = options.resolved(len(families))
     check_options(options)
-    data_dir, dataset = open_data(options.data)
-    if options.input_path == "auto":
-        options.input_path = "memory" if dataset.num_sessions("train") <= MEMORY_INPUT_MAX_SESSIONS else "ray"
+    space, points, fixed = search_space_for(families, options)
+    given = check_data(options.data)
 
     try:
         info = connect(options.address)
@@ -648,6 +656,9 @@ def run_search(options: SearchOptions) -> Path:
         )
     if options.cpus_per_trial > info.cpus:
         raise UsageError(f"--cpus-per-trial {options.cpus_per_trial} is more than the cluster's {info.cpus:g} CPUs")
+    data_dir, dataset = given or default_data()
+    if options.input_path == "auto":
+        options.input_path = "memory" if dataset.num_sessions("train") <= MEMORY_INPUT_MAX_SESSIONS else "ray"
     if options.max_concurrent is None:
         options.max_concurrent = default_concurrency(options, info.cpus, info.gpus)
 
@@ -657,7 +668,6 @@ def run_search(options: SearchOptions) -> Path:
     exp_dir = Path(root) / name if local_root else Path(DEFAULT_STORAGE).resolve() / name
     exp_dir.mkdir(parents=True, exist_ok=True)
     storage_url = options.optuna_storage or f"sqlite:///{exp_dir / OPTUNA_FILE}"
-    space, points, fixed = search_space_for(families, options)
 
     if not options.resume:
         meta = {
