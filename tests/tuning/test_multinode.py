@@ -20,7 +20,7 @@ from pathlib import Path
 
 import pytest
 
-from tuning.fake_cluster import REPO, FakeCluster
+from tuning.fake_cluster import REPO, FakeCluster, NodeSpec, plan_nodes
 
 pytestmark = pytest.mark.timeout(1800)
 
@@ -76,6 +76,22 @@ def start_search(cluster: FakeCluster, command: list[str]) -> subprocess.Popen:
     return subprocess.Popen(
         command, cwd=REPO, env=cluster.driver_env(), stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True
     )
+
+
+def test_fake_cluster_plan_is_a_cpu_less_head_then_cpu_workers_then_gpu_workers():
+    assert plan_nodes(cpu_nodes=1, gpu_nodes=2, cpus_per_node=2, gpus_per_node=1) == [
+        NodeSpec("head", 0, 0), NodeSpec("cpu-1", 2, 0), NodeSpec("gpu-1", 2, 1), NodeSpec("gpu-2", 2, 1)
+    ]
+
+
+@pytest.mark.parametrize("kwargs, message", [
+    (dict(cpu_nodes=0, gpu_nodes=0, cpus_per_node=2, gpus_per_node=1), "need at least one worker node"),
+    (dict(cpu_nodes=1, gpu_nodes=0, cpus_per_node=0, gpus_per_node=1), "--cpus-per-node must be at least 1"),
+    (dict(cpu_nodes=0, gpu_nodes=1, cpus_per_node=2, gpus_per_node=0), "--gpus-per-node must be at least 1"),
+])
+def test_fake_cluster_plan_rejects_clusters_that_cannot_run_a_trial(kwargs, message):
+    with pytest.raises(ValueError, match=message):
+        plan_nodes(**kwargs)
 
 
 def test_search_spreads_gpu_trials_over_the_gpu_nodes_and_reads_the_data_on_several_nodes(
