@@ -112,13 +112,14 @@ class SplitRule:
     test_fraction: float = 0.1
     test_dates: tuple[str, ...] = ()
 
-    def assign(self, hashes: np.ndarray, dates: np.ndarray) -> np.ndarray:
-        """Split index (0 train, 1 val, 2 test) per session."""
+    def assign(self, hashes: np.ndarray, dates: pa.Array) -> np.ndarray:
+        """Split index (0 train, 1 val, 2 test) per session (`dates`: ISO strings)."""
         u = (hashes >> np.uint64(11)).astype(np.float64) / float(1 << 53)  # uniform in [0, 1)
         split = np.zeros(len(hashes), dtype=np.int8)
         if self.test_dates:
             split[u < self.val_fraction] = 1
-            split[np.isin(dates.astype(str), np.asarray(self.test_dates, dtype=str))] = 2
+            on_test_date = pc.fill_null(pc.is_in(dates, value_set=pa.array(self.test_dates, pa.string())), False)
+            split[np.asarray(on_test_date.to_numpy(zero_copy_only=False), dtype=bool)] = 2
         else:
             split[u < self.test_fraction + self.val_fraction] = 1
             split[u < self.test_fraction] = 2
@@ -301,7 +302,7 @@ def _sessionize(table: pa.Table, rule: SplitRule, path: str) -> pa.Table:
     hashes = stable_hash(session_ids)
     dates = pc.take(table.column("date"), pa.array(first_row))
     split = np.full(groups, -1, dtype=np.int8)
-    split[keep] = rule.assign(hashes[keep], np.asarray(dates.to_pylist(), dtype=object)[keep])
+    split[keep] = rule.assign(hashes[keep], dates.filter(pa.array(keep)))
 
     columns = {
         "session_id": session_ids,
@@ -426,7 +427,7 @@ def merge_fragments(fragments: pa.Table, rule: SplitRule) -> MergeResult:
     if merged["session_id"]:
         hashes = stable_hash(merged["session_id"])
         merged["hash"] = hashes
-        merged["split"] = rule.assign(hashes, np.asarray(merged["date"], dtype=object))
+        merged["split"] = rule.assign(hashes, pa.array(merged["date"], pa.string()))
         result.merged = _staged_from_lists(merged)
     return result
 
@@ -567,7 +568,9 @@ def encode_block(
         elif column.name in CATEGORICAL_SEQUENCE_COLUMNS:
             values = _map_dictionary(table.column(column.name), pa.array(categories[column.name]), 0, 0)
         else:
-            values = _slot_matrix(table, column.name)
+            # Already the final type, zero past `length` (slots start as zeros): pass through, no copy.
+            columns[column.name] = table.column(column.name)
+            continue
         values = np.where(padding, PAD_ID, values).astype(column.dtype.to_pandas_dtype())
         columns[column.name] = _fixed_list(pa.array(values.reshape(-1), column.dtype))
     out = pa.table(columns, schema=PREPARED_SESSION_SCHEMA)
