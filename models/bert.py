@@ -40,7 +40,7 @@ from models.common import (
     check_task,
     encoder_tokens,
     evaluation_mode,
-    mask_reserved,
+    mask_reserved_,
     train_session_tracks,
 )
 from models.transformer import EncoderBlock, check_heads, padding_mask, project
@@ -124,7 +124,7 @@ class BertLM(nn.Module):
         return self.encoder(tokens, valid)  # (B, T, d)
 
     def cloze_logits(self, hidden: torch.Tensor) -> torch.Tensor:
-        return mask_reserved(self.output(self.transform(hidden)))  # (..., V)
+        return mask_reserved_(self.output(self.transform(hidden)))  # (..., V)
 
 
 def cloze_mask(
