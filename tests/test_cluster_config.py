@@ -49,8 +49,9 @@ def test_cluster_config_passes_rays_schema_and_defaults(name):
     assert set(prepared["available_node_types"]) == {"head", "gpu_worker", "cpu_worker"}
     assert prepared["available_node_types"]["head"]["resources"] == {"CPU": 0}
     assert prepared["available_node_types"]["head"]["max_workers"] == 0
-    assert prepared["available_node_types"]["gpu_worker"]["min_workers"] == 0
-    assert prepared["available_node_types"]["gpu_worker"]["max_workers"] >= 1
+    gpu = prepared["available_node_types"]["gpu_worker"]
+    assert gpu["min_workers"] == 1 and gpu["max_workers"] > gpu["min_workers"]  # one always up, more on demand
+    assert prepared["available_node_types"]["cpu_worker"]["min_workers"] == 0
     assert prepared["idle_timeout_minutes"] == 10
 
 
