@@ -3,9 +3,10 @@
     .venv/bin/python benchmarks/search_efficiency.py [--seeds 0 1 2] [--budget 30] [--max-epochs 5]
 
 Part 1, search efficiency. For each seed, two searches of the LSTM skip model
-over its (small-budget) search space on the embedded synthetic dataset, through
+over its (small-budget) search space, through
 the product's own `tuning.search.run_search`, each limited to the same total
-budget of trial-epochs (``--max-trial-epochs``):
+budget of trial-epochs (``--max-trial-epochs``), on a generated synthetic set
+(``--sessions``, default 6,000; ``--data`` to use another prepared set):
 
 - TPE + ASHA: Optuna TPE, ASHA on the epoch counter (grace 1, reduction 3);
 - random: Optuna's random sampler, no early stopping (every trial runs
@@ -51,6 +52,16 @@ def machine() -> str:
         pass
     nproc = subprocess.run(["nproc"], capture_output=True, text=True).stdout.strip()
     return f"{nproc} CPU cores (`nproc`), {cpu}, Python {platform.python_version()}"
+
+
+def small_dataset(root: Path, sessions: int) -> Path:
+    """A synthetic MSSD set of `sessions` sessions, prepared: small enough for dozens of trials here."""
+    from data_pipeline.prepare import PrepareOptions, prepare
+    from data_pipeline.synth import SynthConfig, generate
+
+    generate(SynthConfig(sessions=sessions, tracks=sessions // 10, days=2, seed=0), root / "raw")
+    prepare(PrepareOptions(raw=root / "raw", out=root / "prepared", show_progress=False))
+    return root / "prepared"
 
 
 def anytime_curve(exp_dir: Path) -> list[float]:
@@ -146,19 +157,18 @@ def main(argv=None) -> int:
     parser.add_argument("--max-epochs", type=int, default=5, help="epochs of a trial that is not stopped")
     parser.add_argument("--target", type=float, help="target val MAA (default: 98%% of the best any run reached)")
     parser.add_argument("--overhead-trials", type=int, default=30)
-    parser.add_argument("--data", type=Path, help="prepared dataset (default: the embedded synthetic set)")
+    parser.add_argument("--data", type=Path, help="prepared dataset (default: a synthetic set of --sessions sessions)")
+    parser.add_argument("--sessions", type=int, default=6000, help="size of the generated synthetic set")
     parser.add_argument("--skip-efficiency", action="store_true", help="only measure Tune's overhead")
     parser.add_argument("--out", type=Path, default=REPO / "benchmarks" / "results" / "search.md")
     args = parser.parse_args(argv)
 
     import ray
 
-    from data_pipeline.default import default_dataset
-
     ray.init(num_cpus=2, object_store_memory=512 * 1024**2, include_dashboard=False, log_to_driver=False,
              configure_logging=False)
-    data_dir = args.data or Path(default_dataset())
     started = time.perf_counter()
+    data_dir = args.data or small_dataset(Path(tempfile.mkdtemp(prefix="search-efficiency-data-")), args.sessions)
     efficiency = None
     if not args.skip_efficiency:
         with tempfile.TemporaryDirectory(prefix="search-efficiency-") as storage:
@@ -176,7 +186,8 @@ def main(argv=None) -> int:
     if efficiency:
         seeds = ", ".join(map(str, args.seeds))
         lines += [
-            f"LSTM skip model, `--budget small` search space, embedded synthetic data (`{data_dir.name}`), "
+            f"LSTM skip model, `--budget small` search space, synthetic data "
+            f"({'`' + str(args.data) + '`' if args.data else f'{args.sessions:,} generated sessions'}), "
             f"{args.budget} trial-epochs per search, trials of up to {args.max_epochs} epochs, seeds {seeds}. "
             f"Target val MAA {efficiency['target']:.4f}"
             + (" (98% of the best any run reached)." if args.target is None else "."),

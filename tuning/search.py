@@ -36,7 +36,7 @@ and reports val MAA, the only selection metric, every epoch, with a checkpoint.
   the trials' reservations (else the search hangs), so when trials stream, one
   CPU is left free for them and at most (CPUs - 1) / cpus_per_trial trials run
   at once (``--max-concurrent`` overrides).
-- Budget: ``--budget small`` (default) searches the lower half of the model
+- Budget: ``--budget small`` (default) searches the lowest third of the model
   size ranges (the paper's configurations scaled down to them), 3 epochs, two
   trials per model family; ``--budget paper`` the full spaces, 5 epochs (the
   paper's maximum), 20 trials per family; ``--max-trial-epochs N`` caps the

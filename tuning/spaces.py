@@ -163,21 +163,21 @@ def widen(space: dict[str, tuple], values: dict[str, Any]) -> dict[str, tuple]:
 
 
 def shrink_for_small_budget(space: dict[str, tuple], fields: set[str]) -> dict[str, tuple]:
-    """The lower part of the size fields' ranges: small models for a laptop-sized budget.
+    """The lowest part of the size fields' ranges: small models for a laptop-sized budget.
 
     For each field in `fields` (model sizes: hidden sizes, widths, layer counts), a
-    ``choice`` of numbers keeps its smaller half (at least one value) and an integer
-    range keeps its lower half; other fields are unchanged.
+    ``choice`` of numbers keeps its smallest third (at least one value) and an integer
+    range its lowest third (at least its lower bound); other fields are unchanged.
     """
     small = {}
     for name, spec in space.items():
         kind, *args = spec
         if name in fields and kind == "choice" and all(isinstance(v, (int, float)) for v in args[0]):
             values = sorted(args[0])
-            small[name] = ("choice", values[: max(1, len(values) // 2)])
+            small[name] = ("choice", values[: max(1, len(values) // 3)])
         elif name in fields and kind in ("randint", "lograndint"):
             low, high = args
-            small[name] = (kind, low, max(low + 1, low + (high - low) // 2))
+            small[name] = (kind, low, max(low + 1, low + (high - low) // 3))
         else:
             small[name] = spec
     return small

@@ -79,12 +79,13 @@ def test_a_trial_config_gives_the_family_and_its_fields_with_fixed_ones_applied(
     assert trial_hyperparameters(config) == ("lstm", {"hidden_size": 16, "lr": 1e-3})
 
 
-def test_small_budget_keeps_the_lower_half_of_size_fields_only():
+def test_small_budget_keeps_the_lowest_third_of_size_fields_only():
     small = shrink_for_small_budget(
-        {"hidden_size": ("choice", [1024, 128, 256, 512]), "num_layers": ("randint", 1, 5), "lr": ("loguniform", 1e-5, 1e-3)},
+        {"hidden_size": ("choice", [1024, 128, 256, 512, 64, 32]), "num_layers": ("randint", 1, 8), "lr": ("loguniform", 1e-5, 1e-3)},
         {"hidden_size", "num_layers"},
     )
-    assert small == {"hidden_size": ("choice", [128, 256]), "num_layers": ("randint", 1, 3), "lr": ("loguniform", 1e-5, 1e-3)}
+    assert small == {"hidden_size": ("choice", [32, 64]), "num_layers": ("randint", 1, 3), "lr": ("loguniform", 1e-5, 1e-3)}
+    assert shrink_for_small_budget({"num_layers": ("randint", 1, 3)}, {"num_layers"}) == {"num_layers": ("randint", 1, 2)}
 
 
 def test_widening_adds_a_points_values_to_the_space():
