@@ -29,6 +29,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import platform
 import statistics
 import subprocess
@@ -51,7 +52,8 @@ def machine() -> str:
     except OSError:
         pass
     nproc = subprocess.run(["nproc"], capture_output=True, text=True).stdout.strip()
-    return f"{nproc} CPU cores (`nproc`), {cpu}, Python {platform.python_version()}"
+    load = ", ".join(f"{v:.1f}" for v in os.getloadavg())
+    return f"{nproc} CPU cores (`nproc`), {cpu}, Python {platform.python_version()}, load average at the end {load} (shared machine)"
 
 
 def small_dataset(root: Path, sessions: int) -> Path:

@@ -601,7 +601,7 @@ def evaluate_winners(results, options: SearchOptions, data_dir: Path, exp_dir: P
             continue
         row = {
             "model": family,
-            "trial_id": Path(result.path).name,
+            "trial_id": result.metrics.get("trial_id", Path(result.path).name),
             "checkpoint": checkpoint.path,
             "epoch": evaluated["state"]["epoch"],
             "val": evaluated["state"]["val"],
@@ -617,8 +617,8 @@ def evaluate_winners(results, options: SearchOptions, data_dir: Path, exp_dir: P
 def run_search(options: SearchOptions) -> Path:
     """Run (or resume) one search end to end; returns the experiment directory.
 
-    Raises UsageError for bad settings (before any trial starts) and
-    tuning.cluster.ClusterError when Ray cannot be reached.
+    Raises UsageError for bad settings and for a cluster that cannot be reached,
+    before any trial starts.
     """
     from tuning.cluster import ClusterError, connect, describe
 
