@@ -108,6 +108,18 @@ class BertEncoder(nn.Module):
         return self.ln(x)
 
 
+def _init_weights(module: nn.Module) -> None:
+    # BERT's initialisation (normal, std 0.02): with the output tied to the track
+    # embedding, PyTorch's N(0, 1) embedding init would start from huge logits.
+    if isinstance(module, (nn.Linear, nn.Embedding)):
+        nn.init.normal_(module.weight, std=0.02)
+    if isinstance(module, nn.Linear) and module.bias is not None:
+        nn.init.zeros_(module.bias)
+    if isinstance(module, nn.Embedding) and module.padding_idx is not None:
+        with torch.no_grad():
+            module.weight[module.padding_idx].zero_()
+
+
 class BertLM(nn.Module):
     """BertEncoder + the Cloze head: transform (dense, GELU, LayerNorm), output tied to the track embedding."""
 
@@ -118,6 +130,7 @@ class BertLM(nn.Module):
         self.encoder = BertEncoder(vocab_size, d, config.num_layers, config.num_heads, config.ffn_dim, dropout)
         self.transform = nn.Sequential(nn.Linear(d, d), nn.GELU(), nn.LayerNorm(d))
         self.output = nn.Linear(d, vocab_size)
+        self.apply(_init_weights)
         self.output.weight = self.encoder.tracks.weight  # weight tying, as in BERT4Rec
 
     def forward(self, tokens: torch.Tensor, valid: torch.Tensor) -> torch.Tensor:

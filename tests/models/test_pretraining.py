@@ -110,10 +110,12 @@ def test_cloze_pretraining_loss_decreases(playlists):
 
     tracks, lengths = train_session_tracks(playlists)
     torch.manual_seed(0)
-    model = BertLM(BertConfig(embedding_dim=32, num_layers=2, num_heads=2, ffn_dim=64), VOCAB, dropout=0.0)
-    history = train_cloze(model, tracks, lengths, epochs=6, lr=3e-3, batch_size=64, mask_prob=0.2, seed=0)
-    assert len(history) == 6
-    assert history[-1] < 0.6 * history[0], history
+    model = BertLM(BertConfig(embedding_dim=32, num_layers=1, num_heads=2, ffn_dim=64), VOCAB, dropout=0.0)
+    history = train_cloze(model, tracks, lengths, epochs=3, lr=1e-2, batch_size=64, mask_prob=0.2, seed=0)
+    assert len(history) == 3
+    # from chance (log 40 = 3.7) towards knowing the playlist (log 10 = 2.3) in three short epochs
+    assert history[0] > 3.2 and history[-1] < 2.9, history
+    assert history[0] > history[1] > history[2], history
 
 
 @pytest.mark.parametrize("name", ["bert", "bert_fused"])
