@@ -283,9 +283,10 @@ def targets_of(batch: dict, task: str) -> torch.Tensor:
     return batch["out_skip_2"] if task == "skip" else batch["out_tracks"]
 
 
-def log_uniform_sample(num: int, num_tracks: int, generator: torch.Generator | None, device) -> torch.Tensor:
-    """`num` track ranks drawn from P(r) = log((r+2)/(r+1)) / log(N+1) (ids are numbered by play count)."""
-    u = torch.rand(num, generator=generator, device="cpu").to(device)
+def log_uniform_sample(num: int, num_tracks: int, device) -> torch.Tensor:
+    """`num` track ranks drawn from P(r) = log((r+2)/(r+1)) / log(N+1) (ids are numbered by play
+    count, so popular tracks are drawn more often); from torch's global CPU generator."""
+    u = torch.rand(num).to(device)
     ranks = torch.floor(torch.exp(u * math.log(num_tracks + 1))).long() - 1
     return ranks.clamp(0, num_tracks - 1)
 
@@ -333,7 +334,7 @@ class OutputHead(nn.Module):
         t = targets[mask]  # (N,)
         if h.shape[0] == 0:
             return hidden.sum() * 0.0
-        neg_ranks = log_uniform_sample(self.num_negatives, num_tracks, None, hidden.device)  # (K,)
+        neg_ranks = log_uniform_sample(self.num_negatives, num_tracks, hidden.device)  # (K,)
         neg = neg_ranks + FIRST_TRACK_ID
         weight, bias = self.proj.weight, self.proj.bias
         true_logit = (h * weight[t]).sum(-1) + bias[t]  # (N,)

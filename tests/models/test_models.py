@@ -10,7 +10,7 @@ import torch
 from tests.models.model_batches import DECODER_MODELS, TINY_CONFIGS, VOCAB_SIZE, make_batch, make_info, tiny_model
 
 from data_pipeline.schema import FIRST_TRACK_ID, MASK_ID, PAD_ID, SKIP_ID
-from models.common import DataInfo, encoder_tokens, shifted_targets
+from models.common import DataInfo, encoder_tokens, log_uniform_log_q, log_uniform_sample, shifted_targets
 from models.registry import MODELS, SEARCH_SPACE_KINDS, config_to_dict, get_model
 
 ALL_MODELS = tuple(MODELS)
@@ -256,6 +256,15 @@ def test_unknown_targets_do_not_count_in_the_seq_loss():
 # ---------------------------------------------------------------------------
 
 
+def test_negatives_follow_the_log_uniform_distribution_they_are_corrected_for():
+    torch.manual_seed(0)
+    ranks = log_uniform_sample(200_000, 50, "cpu")
+    frequencies = torch.bincount(ranks, minlength=50).float() / len(ranks)
+    expected = log_uniform_log_q(torch.arange(50), 50).exp()
+    assert torch.allclose(expected.sum(), torch.tensor(1.0), atol=1e-5)
+    assert torch.allclose(frequencies, expected, atol=0.004)
+
+
 def test_sampled_softmax_trains_without_full_logits_and_evaluates_on_the_full_vocabulary():
     model = tiny_model("transformer", "seq", loss="sampled_softmax", num_negatives=8)
     batch = make_batch(4, "paper")
@@ -283,7 +292,7 @@ def _overfit(model, batch, steps: int, lr: float = 1e-2) -> tuple[float, float]:
         optimizer.step()
         first = float(loss.detach()) if first is None else first
     model.eval()
-    return first, float(model(batch)[1])
+    return first, float(model(batch)[1].detach())
 
 
 @pytest.mark.parametrize("task", TASKS)
@@ -303,7 +312,7 @@ def test_sampled_softmax_model_memorises_a_tiny_batch():
     model = tiny_model("transformer", "seq", dropout=0.0, loss="sampled_softmax", num_negatives=12)
     batch = make_batch(8, "challenge", seed=4)
     model.eval()
-    before = float(model(batch)[1])
+    before = float(model(batch)[1].detach())
     _overfit(model, batch, steps=60)
-    after = float(model(batch)[1])  # the full-softmax loss
+    after = float(model(batch)[1].detach())  # the full-softmax loss
     assert after < 0.3 * before
