@@ -125,10 +125,25 @@ def _validate_parquet_types(path: Path, expected: dict[str, pa.DataType]) -> Non
             )
 
 
+# Low-cardinality string columns are parsed straight into dictionary arrays:
+# cheaper than building strings and encoding them afterwards.
+DICTIONARY_LOG_COLUMNS = (
+    "track_id_clean",
+    "date",
+    "context_type",
+    "hist_user_behavior_reason_start",
+    "hist_user_behavior_reason_end",
+)
+LOG_READ_TYPES = {
+    name: pa.dictionary(pa.int32(), pa.string()) if name in DICTIONARY_LOG_COLUMNS else kind
+    for name, kind in LOG_COLUMNS.items()
+}
+
+
 def log_convert_options() -> pacsv.ConvertOptions:
     """Arrow CSV conversion for log files: the schema's types, both boolean spellings."""
     return pacsv.ConvertOptions(
-        column_types=LOG_COLUMNS,
+        column_types=LOG_READ_TYPES,
         true_values=TRUE_VALUES,
         false_values=FALSE_VALUES,
         strings_can_be_null=True,

@@ -70,10 +70,10 @@ FLAG_NULL, FLAG_INCONSISTENT, FLAG_LENGTH, FLAG_POSITION, FLAG_DUPLICATE = 1, 2,
 
 # Per-position columns whose values are strings until the vocabularies are known.
 STRING_SLOT_COLUMNS = ("tracks", *CATEGORICAL_SEQUENCE_COLUMNS)
-SLOT_DICTIONARY = pa.dictionary(pa.int32(), pa.string())  # track ids
+STRING_DICTIONARY = pa.dictionary(pa.int32(), pa.string())
+SLOT_DICTIONARY = STRING_DICTIONARY  # track ids
 CATEGORY_DICTIONARY = pa.dictionary(pa.int16(), pa.string())  # categorical values (few per block)
 PATH_TYPE = pa.dictionary(pa.int32(), pa.string())  # one file per block: stored once
-LOG_SCHEMA = pa.schema([pa.field(n, t) for n, t in LOG_COLUMNS.items()])
 EXAMPLES_PER_REASON = 5
 
 
@@ -169,7 +169,9 @@ def _numpy(column: pa.ChunkedArray | pa.Array, dtype) -> np.ndarray:
 
 
 def _dictionary_codes(column: pa.ChunkedArray) -> tuple[np.ndarray, pa.Array]:
-    encoded = pc.dictionary_encode(column.combine_chunks())
+    """Integer codes per row and the values they index (dictionary columns: unified across chunks)."""
+    combined = column.combine_chunks()
+    encoded = combined if pa.types.is_dictionary(combined.type) else pc.dictionary_encode(combined)
     return _numpy(encoded.indices, np.int32), encoded.dictionary
 
 
@@ -188,22 +190,27 @@ def empty_staged() -> pa.Table:
 
 
 def _conform(table: pa.Table, path: str) -> pa.Table:
-    """The 21 log columns with the schema's types (parquet input may use wider types)."""
-    table = table.select(list(LOG_COLUMNS))
-    if table.schema.equals(LOG_SCHEMA):
-        return table
+    """The 21 log columns with the schema's types (parquet input may use wider types).
+
+    String columns may stay dictionary-encoded (CSV reads parse some that way).
+    """
     columns = []
     for name, want in LOG_COLUMNS.items():
         column = table.column(name)
-        if pa.types.is_dictionary(column.type):
-            column = column.cast(column.type.value_type)
+        if pa.types.is_string(want) and pa.types.is_dictionary(column.type):
+            if column.type != STRING_DICTIONARY:
+                column = column.cast(STRING_DICTIONARY)
+            columns.append(column)
+            continue
         if pa.types.is_date(column.type):
             column = pc.strftime(column, format="%Y-%m-%d")
-        try:
-            columns.append(column.cast(want))
-        except (pa.ArrowInvalid, pa.ArrowNotImplementedError) as error:
-            raise ValueError(f"{path}: column {name} cannot be read as {want} ({error})") from None
-    return pa.table(columns, schema=LOG_SCHEMA)
+        if column.type != want:
+            try:
+                column = column.cast(want)
+            except (pa.ArrowInvalid, pa.ArrowNotImplementedError) as error:
+                raise ValueError(f"{path}: column {name} cannot be read as {want} ({error})") from None
+        columns.append(column)
+    return pa.table(columns, names=list(LOG_COLUMNS))
 
 
 def sessionize_block(table: pa.Table, rule: SplitRule) -> pa.Table:
@@ -300,7 +307,7 @@ def _sessionize(table: pa.Table, rule: SplitRule, path: str) -> pa.Table:
     slot = sorted_codes[in_slots].astype(np.int64) * S + sorted_position[in_slots] - 1
     first_row = starts if order is None else order[starts]  # original row of each session's first position
     hashes = stable_hash(session_ids)
-    dates = pc.take(table.column("date"), pa.array(first_row))
+    dates = pc.take(table.column("date"), pa.array(first_row)).cast(pa.string())
     split = np.full(groups, -1, dtype=np.int8)
     split[keep] = rule.assign(hashes[keep], dates.filter(pa.array(keep)))
 
