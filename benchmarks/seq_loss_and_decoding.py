@@ -18,6 +18,7 @@ Prints a markdown block (command, machine, figures) and writes it to `--out`.
 from __future__ import annotations
 
 import argparse
+import json
 import os
 import platform
 import subprocess
@@ -80,10 +81,10 @@ def training_speed(vocab_size: int, loss: str, negatives: int, batch_size: int, 
     return steps * batch_size / (time.perf_counter() - start)
 
 
-def quality(data: Path, loss: str, negatives: int, epochs: int, beam: int, device: str) -> dict:
+def quality(data: Path, config: dict, loss: str, negatives: int, epochs: int, beam: int, device: str) -> dict:
     from tuning.trainer import make_trainer
 
-    config = {"loss": loss, "num_negatives": negatives, "lr": 1e-3}
+    config = {**config, "loss": loss, "num_negatives": negatives}
     trainer = make_trainer("seq", "transformer", config, data, protocol="challenge", device=device, input_path="memory")
     seconds = 0.0
     for _ in range(epochs):
@@ -105,6 +106,7 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--steps", type=int, default=3, help="timed training steps per speed figure")
     parser.add_argument("--epochs", type=int, default=3, help="training epochs per quality run")
     parser.add_argument("--beam", type=int, default=4)
+    parser.add_argument("--config", type=json.loads, default={"lr": 1e-3}, help="Transformer config (JSON) of the quality runs")
     parser.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
     parser.add_argument("--skip-quality", action="store_true", help="only the speed figures")
     parser.add_argument("--out", type=Path, default=REPO / "benchmarks" / "results" / "models.md")
@@ -139,14 +141,15 @@ def main(argv: list[str] | None = None) -> None:
         vocab = open_prepared(data).vocab_size
         lines += [
             "",
-            f"Quality on `{data}` (vocabulary {vocab:,}, challenge protocol), Transformer, lr 1e-3, {args.epochs} epochs, val split:",
+            f"Quality on `{data}` (vocabulary {vocab:,}, challenge protocol), Transformer {json.dumps(args.config)}, "
+            f"{args.epochs} epochs, val split:",
             "",
             "| loss | decoding | val MAA | first-position accuracy | s/epoch (train) |",
             "|---|---|---|---|---|",
         ]
         for loss in ("ce", "sampled_softmax"):
             k = min(args.negatives, max(1, (vocab - FIRST_TRACK_ID) // 4))
-            r = quality(data, loss, k, args.epochs, args.beam if loss == "ce" else 1, args.device)
+            r = quality(data, args.config, loss, k, args.epochs, args.beam if loss == "ce" else 1, args.device)
             name = "full softmax" if loss == "ce" else f"sampled softmax ({k} negatives)"
             g = r["greedy"]
             lines.append(f"| {name} | greedy | {g['maa']:.4f} | {g['first_accuracy']:.4f} | {r['seconds_per_epoch']:.1f} |")

@@ -157,3 +157,13 @@ def test_fused_bert_stays_fixed_while_the_transformer_trains():
         model(batch)[1].backward()
         optimizer.step()
     assert all(torch.equal(before[k], v) for k, v in model.bert.state_dict().items())
+
+
+def test_data_info_from_a_prepared_dataset_carries_its_vocabulary_features_and_categories(playlists):
+    from models.common import DataInfo
+
+    info = DataInfo.from_dataset(playlists, {"word2vec": np.zeros((VOCAB, 4), np.float32)})
+    assert info.vocab_size == VOCAB
+    assert info.track_features.shape == (VOCAB, 30)
+    assert info.categories["context_type"][0] == "<pad/unknown>"
+    assert set(info.pretrained) == {"word2vec"}
