@@ -85,6 +85,20 @@ def _descendants(root: int) -> list[int]:
     return out
 
 
+def tree_cpu_seconds() -> float:
+    """User + system CPU seconds of this process and its live descendants (Ray's daemons and workers)."""
+    total = 0.0
+    ticks = os.sysconf("SC_CLK_TCK")
+    for pid in _descendants(os.getpid()):
+        try:
+            stat = Path(f"/proc/{pid}/stat").read_text()
+            fields = stat[stat.rindex(")") + 2 :].split()
+            total += (int(fields[11]) + int(fields[12])) / ticks
+        except (OSError, ValueError, IndexError):
+            continue
+    return total
+
+
 def _pss_bytes(pid: int) -> int:
     try:
         for line in Path(f"/proc/{pid}/smaps_rollup").read_text().splitlines():
@@ -139,22 +153,23 @@ def generate(work: Path, sessions: int, tracks: int, days: int, fmt: str) -> Pat
     return raw
 
 
-def plain_read(raw: Path) -> tuple[int, float]:
+def plain_read(raw: Path) -> tuple[int, float, float]:
+    """Rows, wall seconds and CPU seconds (all threads) of reading every log file with pyarrow."""
     import pyarrow.csv as pacsv
 
     from data_pipeline.readers import log_convert_options
 
-    rows, started = 0, time.perf_counter()
+    rows, started, cpu = 0, time.perf_counter(), time.process_time()
     for path in sorted(raw.glob("log_*.csv*")):
         rows += pacsv.read_csv(path, convert_options=log_convert_options()).num_rows
-    return rows, time.perf_counter() - started
+    return rows, time.perf_counter() - started, time.process_time() - cpu
 
 
-def pandas_baseline(raw: Path, files: int) -> tuple[int, float]:
+def pandas_baseline(raw: Path, files: int) -> tuple[int, float, float]:
     """The paper-style script: one process, groupby + per-session sort, track ids and skip_2 only."""
     import pandas as pd
 
-    started = time.perf_counter()
+    started, cpu = time.perf_counter(), time.process_time()
     frame = pd.concat([pd.read_csv(p) for p in sorted(raw.glob("log_*.csv*"))[:files]], ignore_index=True)
     counts = frame["track_id_clean"].value_counts()
     vocab = {track: i + 4 for i, track in enumerate(counts.index)}
@@ -167,7 +182,7 @@ def pandas_baseline(raw: Path, files: int) -> tuple[int, float]:
                          group["skip_2"].astype(int).tolist()))
     out = pd.DataFrame(sessions, columns=["session_id", "tracks", "skip_2"])
     out.to_parquet(raw.parent / "pandas_baseline.parquet")
-    return len(frame), time.perf_counter() - started
+    return len(frame), time.perf_counter() - started, time.process_time() - cpu
 
 
 def warm_up() -> float:
@@ -199,7 +214,8 @@ def warm_up() -> float:
 WARM_UP_SECONDS = 0.0
 
 
-def run_prepare(raw: Path, out: Path, num_cpus: int, object_store_gib: float) -> tuple[dict, float]:
+def run_prepare(raw: Path, out: Path, num_cpus: int, object_store_gib: float) -> tuple[dict, float, float]:
+    """Manifest, wall seconds and CPU seconds (driver + Ray processes) of one prepare run."""
     import ray
 
     from data_pipeline.prepare import PrepareOptions, prepare
@@ -208,9 +224,9 @@ def run_prepare(raw: Path, out: Path, num_cpus: int, object_store_gib: float) ->
         ray.init(num_cpus=num_cpus, object_store_memory=int(object_store_gib * 2**30), include_dashboard=False,
                  log_to_driver=False)
     warm_up()
-    started = time.perf_counter()
+    started, cpu = time.perf_counter(), tree_cpu_seconds()
     manifest = prepare(PrepareOptions(raw=raw, out=out, show_progress=False))
-    return manifest, time.perf_counter() - started
+    return manifest, time.perf_counter() - started, tree_cpu_seconds() - cpu
 
 
 def main() -> int:
@@ -234,7 +250,7 @@ def main() -> int:
         sessions = 3_300_000 if args.sessions == 600_000 else args.sessions
         raw = generate(args.work, sessions, args.tracks, args.days, "parquet")
         with PeakMemory() as memory:
-            manifest, seconds = run_prepare(raw, args.work / "prepared_scale", args.num_cpus, args.object_store_gib)
+            manifest, seconds, _ = run_prepare(raw, args.work / "prepared_scale", args.num_cpus, args.object_store_gib)
         rows = manifest["rows"]["read"]
         lines += [
             f"- raw: {sessions:,} sessions, {rows:,} rows, parquet, {args.days} files",
@@ -246,22 +262,25 @@ def main() -> int:
     else:
         raw = generate(args.work, args.sessions, args.tracks, args.days, "csv")
         size = sum(p.stat().st_size for p in raw.glob("log_*"))
-        read_rows, read_seconds = plain_read(raw)
-        manifest, prepare_seconds = run_prepare(raw, args.work / "prepared", args.num_cpus, args.object_store_gib)
-        pandas_rows, pandas_seconds = pandas_baseline(raw, args.pandas_files)
+        read_rows, read_seconds, read_cpu = plain_read(raw)
+        manifest, prepare_seconds, prepare_cpu = run_prepare(raw, args.work / "prepared", args.num_cpus,
+                                                             args.object_store_gib)
+        pandas_rows, pandas_seconds, pandas_cpu = pandas_baseline(raw, args.pandas_files)
+        per_million = lambda cpu, rows: cpu / rows * 1e6  # noqa: E731
         read_rate, prepare_rate, pandas_rate = (read_rows / read_seconds, manifest["rows"]["read"] / prepare_seconds,
                                                 pandas_rows / pandas_seconds)
         lines += [
             f"- raw: {args.sessions:,} sessions, {read_rows:,} rows, {size / 2**30:.2f} GiB CSV in {args.days} files",
             "",
-            "| step | rows | seconds | rows/s | vs plain read | vs pandas |",
-            "|---|---:|---:|---:|---:|---:|",
+            "| step | rows | wall s | rows/s (wall) | vs plain read | vs pandas | CPU s per 1M rows |",
+            "|---|---:|---:|---:|---:|---:|---:|",
             f"| plain `pyarrow.csv.read_csv` (floor) | {read_rows:,} | {read_seconds:.1f} | {read_rate:,.0f} | 1.00x | "
-            f"{read_rate / pandas_rate:.1f}x |",
+            f"{read_rate / pandas_rate:.1f}x | {per_million(read_cpu, read_rows):.2f} |",
             f"| `prepare` end to end (Ray Data, {args.num_cpus} CPUs) | {manifest['rows']['read']:,} | "
-            f"{prepare_seconds:.1f} | {prepare_rate:,.0f} | {prepare_rate / read_rate:.2f}x | {prepare_rate / pandas_rate:.1f}x |",
+            f"{prepare_seconds:.1f} | {prepare_rate:,.0f} | {prepare_rate / read_rate:.2f}x | {prepare_rate / pandas_rate:.1f}x | "
+            f"{per_million(prepare_cpu, manifest['rows']['read']):.2f} |",
             f"| pandas groupby script (1 process, {args.pandas_files} file(s)) | {pandas_rows:,} | {pandas_seconds:.1f} | "
-            f"{pandas_rate:,.0f} | {pandas_rate / read_rate:.2f}x | 1.0x |",
+            f"{pandas_rate:,.0f} | {pandas_rate / read_rate:.2f}x | 1.0x | {per_million(pandas_cpu, pandas_rows):.2f} |",
             "",
             f"- prepare's own timing: read + sessionize {manifest['timing']['read_and_sessionize_s']} s of "
             f"{manifest['timing']['total_s']} s; Ray worker start-up before the clock: {WARM_UP_SECONDS:.1f} s",
