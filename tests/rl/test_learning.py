@@ -36,7 +36,7 @@ def test_ddpg_improves_over_its_untrained_self_on_a_continuous_control_task(ray_
         DDPGConfig()
         .environment(ReachTarget)
         .env_runners(num_env_runners=0, rollout_fragment_length=4)
-        .training(hidden_size=32, actor_lr=3e-3, critic_lr=3e-3, tau=0.05, train_batch_size_per_learner=64,
+        .training(hidden_size=64, actor_lr=1e-3, critic_lr=3e-3, tau=0.05, train_batch_size_per_learner=64,
                   num_steps_sampled_before_learning_starts=64, noise_type="gaussian", gaussian_sigma=0.3)
         .reporting(min_sample_timesteps_per_iteration=200, min_time_s_per_iteration=0)
         .debugging(seed=0)
@@ -48,5 +48,5 @@ def test_ddpg_improves_over_its_untrained_self_on_a_continuous_control_task(ray_
         algo.train()
     trained = mean_reward(algo, targets)
     algo.stop()
-    assert untrained < -0.3  # the untrained actor misses by ~0.45 squared distance
-    assert trained > untrained + 0.15  # ~300 updates bring it to about -0.2
+    assert untrained < -0.3, untrained  # the untrained actor misses by ~0.4 squared distance
+    assert trained > -0.15, (untrained, trained)  # ~300 updates bring it to about -0.03 (checked on 3 seeds)
