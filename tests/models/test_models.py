@@ -316,3 +316,22 @@ def test_sampled_softmax_model_memorises_a_tiny_batch():
     _overfit(model, batch, steps=60)
     after = float(model(batch)[1].detach())  # the full-softmax loss
     assert after < 0.3 * before
+
+
+# ---------------------------------------------------------------------------
+# BERT-fused drop-net
+# ---------------------------------------------------------------------------
+
+
+def test_drop_net_uses_one_attention_or_the_average_in_training_and_the_average_in_evaluation():
+    from models.bert_fused import drop_net
+
+    a, b = torch.zeros(3), torch.ones(3)
+    assert torch.equal(drop_net(a, b, 1.0, training=False), torch.full((3,), 0.5))
+    assert torch.equal(drop_net(a, b, 0.0, training=True), torch.full((3,), 0.5))
+    torch.manual_seed(0)
+    draws = [drop_net(a, b, 0.5, training=True)[0].item() for _ in range(4000)]
+    shares = {v: draws.count(v) / len(draws) for v in (0.0, 0.5, 1.0)}
+    assert sum(shares.values()) == 1.0
+    # p/2 self-attention only, p/2 BERT-attention only, 1-p the average
+    assert abs(shares[0.0] - 0.25) < 0.03 and abs(shares[1.0] - 0.25) < 0.03 and abs(shares[0.5] - 0.5) < 0.03
