@@ -140,8 +140,16 @@ def main(argv=None) -> None:
     import torch
 
     torch.set_num_threads(1)
-    ray.init(num_cpus=2, object_store_memory=512 * 1024**2, include_dashboard=False, log_to_driver=False,
-             configure_logging=False)
+    for attempt in range(3):  # a loaded shared machine can time out Ray's node startup
+        try:
+            ray.init(num_cpus=2, object_store_memory=512 * 1024**2, include_dashboard=False, log_to_driver=False,
+                     configure_logging=False)
+            break
+        except Exception as error:  # noqa: BLE001 - Ray raises a bare Exception on startup timeout
+            print(f"[ddpg benchmark] Ray did not start ({error}); retrying", file=sys.stderr, flush=True)
+            ray.shutdown()
+            if attempt == 2:
+                raise
     datasets = []
     for spec in args.data:
         name, _, rest = spec.partition("=")
