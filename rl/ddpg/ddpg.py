@@ -18,7 +18,6 @@ entropy terms with a deterministic actor and the loss -Q(s, mu(s)).
 
 from __future__ import annotations
 
-import logging
 from typing import Optional, Type, Union
 
 from ray.rllib.algorithms.algorithm import Algorithm
@@ -31,8 +30,6 @@ from ray.rllib.utils.metrics import ENV_RUNNER_RESULTS, NUM_ENV_STEPS_SAMPLED_LI
 from ray.rllib.utils.typing import RLModuleSpecType
 
 from rl.ddpg.exploration import NOISE_TYPES, noise_mask_fraction
-
-logger = logging.getLogger(__name__)
 
 
 class DDPGConfig(SACConfig):
