@@ -107,3 +107,21 @@ def test_env_rejects_a_table_of_the_wrong_vocabulary(tiny_prepared, tmp_path):
     np.save(path, np.zeros((FIRST_TRACK_ID + 1, 4), np.float32))
     with pytest.raises(ValueError, match="does not match the dataset's vocabulary"):
         make_env(tiny_prepared, path)
+
+
+def test_env_replays_the_prepared_synthetic_dataset_with_the_word2vec_table(synthetic_prepared, tmp_path):
+    from data_pipeline.dataset import open_prepared
+    from rl.env import track_embedding_table
+
+    dataset = open_prepared(synthetic_prepared)
+    table = track_embedding_table(dataset, dim=8, seed=0, cache_dir=tmp_path)
+    assert np.load(table).shape == (dataset.vocab_size, 8 + dataset.track_features.shape[1])
+    env = make_env(synthetic_prepared, table)
+    check_env(env, skip_render_check=True)
+    env.reset(seed=0)
+    steps, terminated = 0, False
+    while not terminated:
+        _, reward, terminated, _, info = env.step(env.action_space.sample())
+        assert reward in (-1.0, 0.0, 1.0) and info["positive"] >= FIRST_TRACK_ID
+        steps += 1
+    assert steps == 10
