@@ -37,8 +37,10 @@ and reports val MAA, the only selection metric, every epoch, with a checkpoint.
   CPU is left free for them and at most (CPUs - 1) / cpus_per_trial trials run
   at once (``--max-concurrent`` overrides).
 - Budget: ``--budget small`` (default) searches the lowest third of the model
-  size ranges (the paper's configurations scaled down to them), 3 epochs, two
-  trials per model family; ``--budget paper`` the full spaces, 5 epochs (the
+  size ranges (the paper's configurations scaled down to them), sets small
+  sizes and a short pre-training where a family does not search them
+  (``BUDGETS["small"]["settings"]``, e.g. BERT: 64-d, 2 layers, 1 pre-training
+  epoch over 5,000 sessions), 3 epochs, two trials per model family; ``--budget paper`` the full spaces, 5 epochs (the
   paper's maximum), 20 trials per family; ``--max-trial-epochs N`` caps the
   total epochs trained by all trials.
 - Faults: a trial that raises is retried from its latest checkpoint up to
@@ -82,11 +84,20 @@ DEFAULT_STORAGE = Path("experiments")
 BUDGETS = {
     # A laptop-sized search (2 CPU cores, about 10 minutes over every family on the
     # embedded synthetic data): small model sizes, a few epochs, two trials per family.
-    "small": {"max_epochs": 3, "trials_per_family": 2, "grace_period": 1, "reduction_factor": 3, "shrink": True},
+    "small": {
+        "max_epochs": 3, "trials_per_family": 2, "grace_period": 1, "reduction_factor": 3, "shrink": True,
+        # Fields a family does not search, set in every trial of the families that have them:
+        # small BERTs pre-trained briefly (the full Cloze pre-training alone takes many minutes here).
+        "settings": {
+            "embedding_dim": 64, "num_layers": 2, "ffn_dim": 256,  # bert (the paper: 256, 4, 1024)
+            "bert_embedding_dim": 64, "bert_num_layers": 2, "bert_ffn_dim": 256,  # bert_fused's BERT, the same one
+            "pretrain_epochs": 1, "pretrain_max_sessions": 5000,  # Cloze pre-training (the default: 5, every session)
+        },
+    },
     # The paper's scale: full search spaces, its 5-epoch maximum, 20 trials per family.
-    "paper": {"max_epochs": 5, "trials_per_family": 20, "grace_period": 1, "reduction_factor": 2, "shrink": False},
+    "paper": {"max_epochs": 5, "trials_per_family": 20, "grace_period": 1, "reduction_factor": 2, "shrink": False, "settings": {}},
 }
-# Config fields that set a model's size; `--budget small` searches the lower part of their ranges.
+# Config fields that set a model's size; `--budget small` searches the lowest part of their ranges.
 SIZE_FIELDS = {"hidden_size", "embedding_dim", "embedding_size", "ffn_dim", "num_layers"}
 
 
@@ -466,7 +477,8 @@ def search_space_for(families: list[Family], options: SearchOptions) -> tuple[Se
         if BUDGETS[options.budget]["shrink"]:
             space = shrink_for_small_budget(space, SIZE_FIELDS)
         spaces[family.name] = space
-        fixed[family.name] = {k: v for k, v in options.fix.items() if k in family.fields}
+        settings = {k: v for k, v in BUDGETS[options.budget]["settings"].items() if k in family.fields and k not in space}
+        fixed[family.name] = {**settings, **{k: v for k, v in options.fix.items() if k in family.fields}}
     chosen = []  # (family, values): --points first, then the paper's configurations
     by_name = {f.name: f for f in families}
     for number, given in enumerate(options.points, 1):
@@ -698,13 +710,17 @@ def run_search(options: SearchOptions) -> Path:
         (exp_dir / BASELINES_FILE).write_text(json.dumps(rows, indent=2))
 
     results = fit(options, space, points, fixed, data_dir, root, name, storage_url, exp_dir)
+    from tuning.report import generate, load_experiment
+
+    unfinished = [t for t in load_experiment(exp_dir).trials if t.status in ("interrupted", "pending", "unknown")]
     errors = [r for r in results if r.error is not None]
-    print(f"search done: {len(results)} trials, {len(errors)} failed for good", flush=True)
-    if options.test:
+    print(f"search {'interrupted' if unfinished else 'done'}: {len(results)} trials, {len(errors)} failed for good", flush=True)
+    if unfinished:
+        print(f"  {len(unfinished)} trials unfinished: continue with --task {options.task} --name {name} --resume "
+              "(the test split is evaluated when the search completes)", flush=True)
+    elif options.test:
         print("winners of each model family on the test split (evaluated once):", flush=True)
         evaluate_winners(results, options, data_dir, exp_dir)
-
-    from tuning.report import generate
 
     paths = generate(exp_dir)
     print()

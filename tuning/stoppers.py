@@ -16,9 +16,14 @@ class TrialEpochBudget(Stopper):
     def __init__(self, budget: int):
         self.budget = budget
         self.used = 0
+        self._epochs: dict[str, int] = {}
 
     def __call__(self, trial_id: str, result: dict) -> bool:
-        self.used += 1  # one report = one epoch (tuning/trainable.py)
+        # Count epochs, not calls: Tune calls stoppers again with a finished trial's last result.
+        epoch = int(result.get("epoch", 0))
+        if epoch > self._epochs.get(trial_id, 0):
+            self.used += epoch - self._epochs.get(trial_id, 0)
+            self._epochs[trial_id] = epoch
         return False
 
     def stop_all(self) -> bool:

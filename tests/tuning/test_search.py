@@ -228,3 +228,14 @@ def test_a_trial_that_fails_for_good_is_recorded_with_its_error_and_the_search_g
     assert "fault drill: failing once after epoch 1" in (exp_dir / "leaderboard.md").read_text()
     states = sorted(t.state.name for t in study_trials(exp_dir))
     assert states == ["COMPLETE", "FAIL"]
+
+
+def test_the_trial_epoch_budget_counts_each_epoch_once():
+    from tuning.stoppers import TrialEpochBudget
+
+    budget = TrialEpochBudget(4)
+    for trial_id, epoch in [("a", 1), ("a", 2), ("a", 2), ("b", 1)]:  # ("a", 2) again: Tune's final call
+        assert budget(trial_id, {"epoch": epoch}) is False
+    assert (budget.used, budget.stop_all()) == (3, False)
+    budget("b", {"epoch": 2})
+    assert budget.stop_all()
