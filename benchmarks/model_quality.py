@@ -133,6 +133,8 @@ def synthetic_tables(data_dir, models, epochs, cache_dir, protocol):
             results[task]["models"][model] = {"variant": r["variant"], "val": r["val"]["maa"], "test": r["test"]["maa"],
                                               "tried": r["tried"]}
             paper = (PAPER_SKIP if task == "skip" else PAPER_SEQ).get(model, "-")
+            print(f"[row] synthetic {task} {model} ({r['variant']}): val {r['val']['maa']:.4f} test {r['test']['maa']:.4f}",
+                  file=sys.stderr, flush=True)
             rows.append((f"`{model}` ({r['variant']})", f"{r['parameters']:,}", r["val"]["maa"], r["test"]["maa"],
                          r["test"]["first_accuracy"], paper))
         best_baseline = max(b["val"]["maa"] for n, b in base.items()) if task == "skip" else base["most_popular"]["val"]["maa"]
@@ -148,17 +150,22 @@ def synthetic_tables(data_dir, models, epochs, cache_dir, protocol):
 def sample_tables(sample_dir, models, epochs, cache_dir):
     lines = ["**Real MSSD sample (`log_sample.csv.gz`, 4,156 sessions), skip task**", ""]
     results = {}
-    for protocol in ("paper", "challenge"):
+    for protocol in ("challenge", "paper"):
         base = baselines("skip", sample_dir, protocol)
+        for n, b in base.items():
+            print(f"[row] sample {protocol} baseline {n}: val {b['val']['maa']:.4f} test {b['test']['maa']:.4f} "
+                  f"first {b['test']['first_accuracy']:.4f}", file=sys.stderr, flush=True)
         rows = [(f"baseline `{n}`", b["val"]["maa"], b["test"]["maa"], b["test"]["first_accuracy"]) for n, b in base.items()]
         results[protocol] = {"baselines": {n: {s: b[s]["maa"] for s in b} for n, b in base.items()}, "models": {}}
         for model in models:
-            for context in (False, True):
+            for context in (True, False):
                 print(f"[model_quality] sample {protocol} {model} context={context}", file=sys.stderr, flush=True)
                 config = {**BENCH_CONFIGS[model], "use_context": context}
                 r = train_select_test("skip", model, [("", config)], sample_dir, protocol, epochs, cache_dir)
                 name = f"`{model}` {'with' if context else 'without'} context"
                 rows.append((name, r["val"]["maa"], r["test"]["maa"], r["test"]["first_accuracy"]))
+                print(f"[row] sample {protocol} {name}: val {r['val']['maa']:.4f} test {r['test']['maa']:.4f} "
+                      f"first {r['test']['first_accuracy']:.4f} ({r['tried'][0]['seconds']:.0f} s)", file=sys.stderr, flush=True)
                 results[protocol]["models"][f"{model}{'+context' if context else ''}"] = {
                     "val": r["val"]["maa"], "test": r["test"]["maa"]}
         lines += [f"*{protocol} protocol*", "", "| method | val MAA | test MAA | test first-position acc |",
