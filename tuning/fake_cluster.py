@@ -2,7 +2,7 @@
 
     python -m tuning.fake_cluster --cpu-nodes 2 --gpu-nodes 1
     # prints the address; in another shell, with the environment it prints:
-    RAY_AUTH_MODE=token RAY_TMPDIR=... python -m tuning.search --address 127.0.0.1:PORT ...
+    RAY_AUTH_MODE=token RAY_TMPDIR=... python -m tuning.search --address ADDRESS --storage /shared/dir ...
 
 A head node with 0 CPUs (like cluster.yaml's head: it runs the search driver, no
 trials) plus worker nodes, each a real raylet with its own resources
