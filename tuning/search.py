@@ -431,7 +431,9 @@ def build_searcher(options: SearchOptions, space: SearchSpace, points, storage_u
             seed=options.seed,
             multivariate=True,
             group=len(space.families) > 1,
-            n_startup_trials=min(10, max(len(space.families) + 1, options.num_samples // 4)),
+            # Random start-up trials before TPE models the results: a quarter of the trials
+            # expected (at most Optuna's default 10), at least one per family plus one.
+            n_startup_trials=min(10, max(len(space.families) + 1, expected_trials(options) // 4)),
         )
     storage = optuna.storages.RDBStorage(storage_url)
     searcher = _optuna_search_class()(
@@ -445,6 +447,14 @@ def build_searcher(options: SearchOptions, space: SearchSpace, points, storage_u
         points=points[: options.num_samples],  # more would wait in the study forever
     )
     return ConcurrencyLimiter(searcher, max_concurrent=options.max_concurrent)
+
+
+def expected_trials(options: SearchOptions) -> int:
+    """Trials the search will run: --num-samples, or about what --max-trial-epochs allows."""
+    if options.max_trial_epochs and options.num_samples >= UNLIMITED_TRIALS:
+        shortest = options.grace_period if options.scheduler == "asha" else options.max_epochs
+        return max(1, options.max_trial_epochs // max(1, shortest))
+    return options.num_samples
 
 
 def build_scheduler(options: SearchOptions):
