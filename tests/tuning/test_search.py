@@ -214,6 +214,7 @@ def test_a_driver_killed_after_the_first_finished_trial_resumes_without_losing_o
     assert first_value in [t.value for t in study]
 
 
+@pytest.mark.slow  # about a minute; the retry path above covers the trainable's failure hook in CI
 def test_a_trial_that_fails_for_good_is_recorded_with_its_error_and_the_search_goes_on(tmp_path, synthetic_prepared, ray_session):
     options = SearchOptions(
         task="skip", model="lstm", data=str(synthetic_prepared), storage=str(tmp_path), name="broken",
