@@ -233,6 +233,15 @@ class SearchOptions:
         return out
 
 
+class _HelpFormatter(argparse.ArgumentDefaultsHelpFormatter):
+    """Defaults in the help, except for on/off switches, where "default: True" would mislead."""
+
+    def _get_help_string(self, action):
+        if isinstance(action, (argparse._StoreFalseAction, argparse._StoreTrueAction)):
+            return action.help
+        return super()._get_help_string(action)
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="python -m tuning.search",
@@ -241,7 +250,7 @@ def build_parser() -> argparse.ArgumentParser:
             "With only --task it searches every model on the embedded synthetic dataset with a "
             "laptop-sized budget, lists the simple baselines, and prints the leaderboard."
         ),
-        formatter_class=argparse.ArgumentDefaultsHelpFormatter,
+        formatter_class=_HelpFormatter,
     )
     parser.add_argument("--task", required=True, choices=TASKS, help="skip prediction or next-10-tracks")
     parser.add_argument("--model", default="all", help="a model name (lstm, transformer, ...) or all: every model that supports the task")
