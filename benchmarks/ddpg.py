@@ -18,7 +18,6 @@ from __future__ import annotations
 
 import argparse
 import os
-import platform
 import subprocess
 import sys
 import time
@@ -27,20 +26,14 @@ from pathlib import Path
 import numpy as np
 
 REPO = Path(__file__).resolve().parents[1]
+
+from benchmarks.machine import cpu_model  # noqa: E402
 SAMPLE_RAW = REPO.parent / "shared" / "data" / "mssd_sample"
 PAPER = {("skip", "no noise"): "43.0", ("skip", "noise"): "43.7", ("skip", "noise with decay"): "43.7 (\"with noise\")",
          ("seq", "no noise"): "3.01 (one DDPG row)", ("seq", "noise"): "3.01", ("seq", "noise with decay"): "3.01"}
 BASELINES = {"skip": ("all_skip", "copy_last_skip"), "seq": ("most_popular", "markov")}
 
 
-def cpu_model() -> str:
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.processor() or "unknown"
 
 
 def prepare_sample(out: Path) -> Path:

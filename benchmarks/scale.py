@@ -30,7 +30,6 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import platform
 import shutil
 import subprocess
 import sys
@@ -40,17 +39,14 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 REPO = Path(__file__).resolve().parents[1]
+
+from benchmarks.machine import cpu_model  # noqa: E402
 RESULTS = REPO / "benchmarks" / "results" / "cluster.md"
 FULL_MSSD_SESSIONS = 130_000_000
 RACE_MODELS = ("lstm", "transformer")  # supervised, no pre-training stage
 TASK = "skip"
 
 
-def cpu_model() -> str:
-    for line in Path("/proc/cpuinfo").read_text().splitlines():
-        if line.startswith("model name"):
-            return line.split(":", 1)[1].strip()
-    return platform.processor() or "unknown"
 
 
 # --------------------------------------------------------------------------- measuring a stage
