@@ -22,11 +22,18 @@ Batch keys (numpy arrays, row = session), the same on the Ray Data path
 - ``in_<col>`` / ``out_<col>`` [B, 10] for every column of
   ``schema.SEQUENCE_COLUMN_NAMES`` (``in_tracks``, ``out_tracks``,
   ``in_skip_2``, ``out_skip_2``, ``in_reason_start`` ...), int64.
+
+The prepared directory may be a local path or a URI that pyarrow resolves
+(``s3://bucket/prepared``, ``gs://bucket/prepared``, ``file:///abs/path``):
+files are then read through ``pyarrow.fs.FileSystem.from_uri``, so every node
+of a cluster can read the same data.
 """
 
 from __future__ import annotations
 
+import io
 import json
+import os
 from functools import cached_property, partial
 from pathlib import Path
 from typing import Iterator
@@ -47,6 +54,16 @@ from data_pipeline.schema import (
 
 HALF_LENGTH = MAX_SESSION_LENGTH // 2
 PROTOCOLS = ("paper", "challenge")
+
+
+def is_uri(path: str | Path) -> bool:
+    """True for a URI such as ``s3://bucket/x`` or ``file:///x`` (read through pyarrow.fs)."""
+    return isinstance(path, str) and "://" in path
+
+
+def local_cache_root() -> Path:
+    """Node-local folder for caches of data held at a URI: ``$MSSD_CACHE_DIR`` or ``~/.cache/mssd-hpsearch``."""
+    return Path(os.environ.get("MSSD_CACHE_DIR") or "~/.cache/mssd-hpsearch").expanduser()
 
 
 def _as_matrix(column: np.ndarray) -> np.ndarray:
@@ -100,28 +117,85 @@ class PreparedDataset:
     """A prepared directory: its splits, vocabulary, track features and categories."""
 
     def __init__(self, root: str | Path):
-        self.root = Path(root)
-        missing = [f for f in PREPARED_FILES if not (self.root / f).exists()]
-        missing += [f"sessions/{s}" for s in SPLITS if not (self.root / "sessions" / s).is_dir()]
+        # A URI stays a string (Path would fold "s3://" into "s3:/"); its files are read through pyarrow.fs.
+        self.root: Path | str = root.rstrip("/") if is_uri(root) else Path(root)
+        self._fs = None
+        if is_uri(self.root):
+            from pyarrow import fs as pafs
+
+            try:
+                self._fs, self._base = pafs.FileSystem.from_uri(self.root)
+            except (pa.ArrowException, ValueError) as error:
+                raise SchemaError(f"{self.root}: cannot open this URI ({error})") from None
+        missing = [f for f in PREPARED_FILES if not self._exists(f)]
+        missing += [f"sessions/{s}" for s in SPLITS if not self._is_dir(f"sessions/{s}")]
         if missing:
             raise SchemaError(
                 f"{self.root}: not a complete prepared dataset (missing {', '.join(missing)}). "
                 "Run `python -m data_pipeline.prepare --raw RAW_DIR --out "
                 f"{self.root}` again."
             )
-        self.manifest: dict = json.loads((self.root / "manifest.json").read_text())
+        self.manifest: dict = json.loads(self.read_bytes("manifest.json"))
         version = self.manifest.get("format_version")
         if version != FORMAT_VERSION:
             raise SchemaError(
                 f"{self.root}: prepared with format version {version}, this code reads version "
                 f"{FORMAT_VERSION}. Prepare the raw data again with this version."
             )
-        self.categories: dict[str, list[str]] = json.loads((self.root / "categories.json").read_text())
+        self.categories: dict[str, list[str]] = json.loads(self.read_bytes("categories.json"))
+
+    # -- files, local or through pyarrow.fs ------------------------------------
+
+    @property
+    def is_uri(self) -> bool:
+        return self._fs is not None
+
+    def _fs_path(self, name: str) -> str:
+        return f"{self._base.rstrip('/')}/{name}"
+
+    def _info(self, name: str):
+        return self._fs.get_file_info(self._fs_path(name))
+
+    def _exists(self, name: str) -> bool:
+        if self._fs is None:
+            return (self.root / name).exists()
+        from pyarrow import fs as pafs
+
+        return self._info(name).type != pafs.FileType.NotFound
+
+    def _is_dir(self, name: str) -> bool:
+        if self._fs is None:
+            return (self.root / name).is_dir()
+        from pyarrow import fs as pafs
+
+        return self._info(name).type == pafs.FileType.Directory
+
+    def read_bytes(self, name: str) -> bytes:
+        """The content of file `name` (relative to the root, "/"-separated)."""
+        if self._fs is None:
+            return (self.root / name).read_bytes()
+        with self._fs.open_input_stream(self._fs_path(name)) as stream:
+            return stream.read()
+
+    def file_path(self, name: str) -> Path | str:
+        """File `name` as a local Path, or as a URI that pyarrow (pq.read_table, ParquetFile) opens."""
+        return self.root / name if self._fs is None else f"{self.root}/{name}"
+
+    @property
+    def cache_dir(self) -> Path:
+        """Where caches of pre-trained embeddings go: ``<root>/cache``, or node-local for a URI."""
+        if self._fs is None:
+            return self.root / "cache"
+        return local_cache_root() / self.fingerprint
+
+    # -- contents --------------------------------------------------------------
 
     @cached_property
     def vocab(self) -> pa.Table:
         """Columns track_id, index, count; rows 0..3 are the reserved tokens."""
-        return pq.read_table(self.root / "vocab.parquet")
+        if self._fs is None:
+            return pq.read_table(self.root / "vocab.parquet")
+        return pq.read_table(self._fs_path("vocab.parquet"), filesystem=self._fs)
 
     @property
     def vocab_size(self) -> int:
@@ -130,7 +204,9 @@ class PreparedDataset:
     @cached_property
     def track_features(self) -> np.ndarray:
         """float32 [vocab_size, F]; row = vocabulary id; see schema.TRACK_FEATURE_NAMES."""
-        return np.load(self.root / "track_features.npy")
+        if self._fs is None:
+            return np.load(self.root / "track_features.npy")
+        return np.load(io.BytesIO(self.read_bytes("track_features.npy")))
 
     @property
     def feature_names(self) -> list[str]:
@@ -141,13 +217,27 @@ class PreparedDataset:
         """Identifies this prepared dataset's content (for caches of pre-trained embeddings)."""
         return str(self.manifest["fingerprint"])
 
-    def split_dir(self, split: str) -> Path:
+    def split_dir(self, split: str) -> Path | str:
         if split not in SPLITS:
             raise ValueError(f"unknown split {split!r}: choose one of {', '.join(SPLITS)}")
-        return self.root / "sessions" / split
+        return self.file_path(f"sessions/{split}")
 
     def split_files(self, split: str) -> list[str]:
-        return sorted(str(p) for p in self.split_dir(split).glob("*.parquet"))
+        """The split's parquet shards, sorted: local paths, or URIs when the root is a URI."""
+        if self._fs is None:
+            return sorted(str(p) for p in self.split_dir(split).glob("*.parquet"))
+        return [f"{self.root}/sessions/{split}/{name}" for name in self._shard_names(split)]
+
+    def _shard_names(self, split: str) -> list[str]:
+        from pyarrow import fs as pafs
+
+        self.split_dir(split)  # checks the name
+        selector = pafs.FileSelector(self._fs_path(f"sessions/{split}"), allow_not_found=True)
+        return sorted(
+            info.base_name
+            for info in self._fs.get_file_info(selector)
+            if info.type == pafs.FileType.File and info.base_name.endswith(".parquet")
+        )
 
     def num_sessions(self, split: str) -> int:
         return int(self.manifest["splits"][split]["sessions"])
@@ -159,16 +249,25 @@ class PreparedDataset:
         files = self.split_files(split)
         if not files:
             raise SchemaError(f"{self.split_dir(split)}: no parquet shards; prepare the data again.")
+        if self._fs is not None:
+            files = [self._fs_path(f"sessions/{split}/{name}") for name in self._shard_names(split)]
+            read_kwargs.setdefault("filesystem", self._fs)
         return ray.data.read_parquet(files, **read_kwargs).map_batches(
             partial(_split_table, protocol=protocol), batch_format="pyarrow"
         )
 
     def numpy_split(self, split: str, protocol: str = "paper") -> dict[str, np.ndarray]:
         """The whole split in memory as one batch (no Ray): for tests and small data."""
-        files = self.split_files(split)
-        if not files:
+        if self._fs is None:
+            tables = [pq.read_table(f) for f in self.split_files(split)]
+        else:
+            tables = [
+                pq.read_table(self._fs_path(f"sessions/{split}/{name}"), filesystem=self._fs)
+                for name in self._shard_names(split)
+            ]
+        if not tables:
             return split_halves(_empty_batch(), protocol)
-        table = pa.concat_tables([pq.read_table(f) for f in files])
+        table = pa.concat_tables(tables)
         return split_halves(table_to_batch(table), protocol)
 
 
