@@ -23,6 +23,10 @@ Writes into the same directory:
   each family's best trial (like the paper's Figure 5), and
   ``learning_curves.png``: val MAA by epoch of every trial, by family (shows
   where ASHA stopped trials).
+
+An experiment kept at a URI (``--storage s3://...`` / ``gs://...``) is copied
+down first (``copy_down``, through pyarrow.fs) to ``./experiments/<name>``
+(or ``--local-dir``), and the report is written there.
 """
 
 from __future__ import annotations
@@ -40,6 +44,7 @@ from tuning.spaces import trial_hyperparameters
 SEARCH_FILE = "search.json"  # written by tuning.search: its options and model families
 BASELINES_FILE = "baselines.json"
 TEST_DIR = "test_results"
+LOCAL_EXPERIMENTS = Path("experiments")  # where an experiment kept at a URI is copied down to
 POSITIONS = 10
 HISTOGRAM_BINS = 11
 
@@ -441,15 +446,95 @@ def generate(exp_dir: str | Path) -> dict[str, Path]:
     return paths
 
 
+# ---------------------------------------------------------------------------
+# experiments kept at a URI (s3://, gs://, file://): pyarrow.fs
+# ---------------------------------------------------------------------------
+
+
+def is_uri(path) -> bool:
+    return isinstance(path, str) and "://" in path
+
+
+def read_text_at(uri: str) -> str | None:
+    """The text of the file at `uri`, or None when there is none."""
+    from pyarrow import fs as pafs
+
+    filesystem, path = pafs.FileSystem.from_uri(uri)
+    if filesystem.get_file_info(path).type != pafs.FileType.File:
+        return None
+    with filesystem.open_input_stream(path) as stream:
+        return stream.read().decode()
+
+
+def list_dirs_at(uri: str) -> list[str]:
+    """Names of the folders directly under `uri` (none when it does not exist)."""
+    from pyarrow import fs as pafs
+
+    filesystem, path = pafs.FileSystem.from_uri(uri)
+    infos = filesystem.get_file_info(pafs.FileSelector(path, allow_not_found=True))
+    return sorted(info.base_name for info in infos if info.type == pafs.FileType.Directory)
+
+
+def copy_down(uri: str, local_dir: str | Path, only: tuple[str, ...] | None = None, checkpoints: bool = False) -> Path:
+    """Copy the experiment folder at `uri` into `local_dir`; returns `local_dir`, absolute.
+
+    Files there with the same names are replaced. Trial checkpoints (``checkpoint_*``
+    folders) stay at the URI unless `checkpoints`; `only` limits the copy to those
+    top-level names (files or folders).
+    """
+    from pyarrow import fs as pafs
+
+    local_dir = Path(local_dir).resolve()
+    filesystem, base = pafs.FileSystem.from_uri(uri)
+    base = base.rstrip("/")
+    if filesystem.get_file_info(base).type != pafs.FileType.Directory:
+        raise FileNotFoundError(f"{uri}: no such experiment folder")
+    local_dir.mkdir(parents=True, exist_ok=True)
+    for info in filesystem.get_file_info(pafs.FileSelector(base, recursive=True)):
+        if info.type != pafs.FileType.File:
+            continue
+        relative = info.path[len(base):].lstrip("/")
+        parts = relative.split("/")
+        if only is not None and parts[0] not in only:
+            continue
+        if not checkpoints and any(part.startswith("checkpoint_") for part in parts[:-1]):
+            continue
+        target = local_dir.joinpath(*parts)
+        target.parent.mkdir(parents=True, exist_ok=True)
+        with filesystem.open_input_stream(info.path) as stream:
+            target.write_bytes(stream.read())
+    return local_dir
+
+
+def copy_up(local: str | Path, uri: str) -> None:
+    """Copy a local file or folder to `uri` (a folder's content goes under it)."""
+    from pyarrow import fs as pafs
+
+    filesystem, path = pafs.FileSystem.from_uri(uri)
+    local = Path(local).resolve()
+    if local.is_dir():
+        filesystem.create_dir(path, recursive=True)
+    else:
+        filesystem.create_dir(path.rsplit("/", 1)[0], recursive=True)
+    pafs.copy_files(str(local), path, source_filesystem=pafs.LocalFileSystem(), destination_filesystem=filesystem)
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(
         prog="python -m tuning.report",
         description="Regenerate the leaderboard, best configs and learning curves of a search experiment directory.",
     )
-    parser.add_argument("experiment", type=Path, help="the experiment directory (printed by tuning.search)")
+    parser.add_argument("experiment", help="the experiment directory (printed by tuning.search), or its s3:// / gs:// URI")
+    parser.add_argument("--local-dir", type=Path,
+                        help=f"for a URI: where to copy the experiment down and write the report (default: ./{LOCAL_EXPERIMENTS}/<name>)")
     args = parser.parse_args(argv)
     try:
-        paths = generate(args.experiment)
+        experiment = args.experiment
+        if is_uri(experiment):
+            local = args.local_dir or LOCAL_EXPERIMENTS / experiment.rstrip("/").rsplit("/", 1)[-1]
+            experiment = copy_down(experiment, local)
+            print(f"copied {args.experiment} to {experiment}")
+        paths = generate(experiment)
     except FileNotFoundError as error:
         print(f"tuning.report: error: {error}", file=sys.stderr)
         return 2

@@ -51,6 +51,16 @@ and reports val MAA, the only selection metric, every epoch, with a checkpoint.
   rung records are not saved by Tune, so after a resume ASHA starts its rungs
   afresh for the trials still to run.
 
+Storage: ``--storage`` is a local or shared path, or a URI that pyarrow opens
+(``s3://bucket/experiments``, ``gs://...``). With a URI, Tune writes trial
+results and checkpoints there (trials resume on any node), ``search.json`` and
+``baselines.json`` go there too (``--resume`` reads them from there), and the
+driver keeps a local copy in ``./experiments/<name>``: the Optuna study (unless
+``--optuna-storage``), the test results and the report, written after the
+experiment is copied down and then copied up beside it. ``--data`` may be a URI
+too (data_pipeline/dataset.py); caches of pre-trained embeddings then go to a
+node-local folder (``~/.cache/mssd-hpsearch/<fingerprint>``).
+
 At the end the best configuration of each family (its best epoch's checkpoint)
 is evaluated once on the test split, the simple baselines are listed beside
 them, and tuning/report.py writes the leaderboard, best configs and learning
@@ -72,7 +82,7 @@ from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
 
-from tuning.report import BASELINES_FILE, SEARCH_FILE, TEST_DIR
+from tuning.report import BASELINES_FILE, SEARCH_FILE, TEST_DIR, copy_down, copy_up, is_uri, list_dirs_at, read_text_at
 from tuning.spaces import CARRIED_ATTR, SearchSpace, SpaceError, shrink_for_small_budget, widen, without_fixed
 
 TASKS = ("skip", "seq")
@@ -254,7 +264,7 @@ def build_parser() -> argparse.ArgumentParser:
     )
     parser.add_argument("--task", required=True, choices=TASKS, help="skip prediction or next-10-tracks")
     parser.add_argument("--model", default="all", help="a model name (lstm, transformer, ...) or all: every model that supports the task")
-    parser.add_argument("--data", help="prepared dataset directory (default: the embedded synthetic set, made on first use)")
+    parser.add_argument("--data", help="prepared dataset directory, or its s3:// / gs:// URI (default: the embedded synthetic set, made on first use)")
     parser.add_argument("--protocol", default="paper", choices=["paper", "challenge"],
                         help="paper: 20-track sessions, 10 in / 10 out; challenge: all sessions, T = ceil(L/2)")
     parser.add_argument("--budget", default="small", choices=list(BUDGETS),
@@ -355,6 +365,14 @@ def check_data(data: str | None):
 
     if data is None:
         return None
+    if is_uri(data):
+        # s3://, gs://, file://: read through pyarrow.fs (no exists()/resolve(), which only know local paths)
+        try:
+            return data.rstrip("/"), open_prepared(data)
+        except SchemaError as error:
+            raise UsageError(str(error)) from None
+        except OSError as error:  # unreachable bucket, missing credentials
+            raise UsageError(f"--data {data}: cannot read it ({error})") from None
     path = Path(data).expanduser()
     if not path.exists():
         raise UsageError(f"--data {data}: no such directory; prepare one with `python -m data_pipeline.prepare --raw RAW --out {data}`")
@@ -362,6 +380,27 @@ def check_data(data: str | None):
         return path.resolve(), open_prepared(path)
     except SchemaError as error:
         raise UsageError(str(error)) from None
+
+
+# Families that read the prepared data only as a local path (rl/trainer.py builds Path(data_dir)).
+LOCAL_DATA_ONLY = ("ddpg",)
+
+
+def data_families(families: list[Family], options: SearchOptions) -> list[Family]:
+    """The families that can read --data: with a URI, those that read only local paths are left out."""
+    if not (options.data and is_uri(options.data)):
+        return families
+    kept = [f for f in families if f.name not in LOCAL_DATA_ONLY]
+    dropped = [f.name for f in families if f.name in LOCAL_DATA_ONLY]
+    if not kept:
+        raise UsageError(
+            f"--model {options.model} reads the prepared data only from a local or shared path, not from "
+            f"--data {options.data}; copy it to a shared path (e.g. `aws s3 sync` / `gsutil rsync`) and give that"
+        )
+    if dropped:
+        print(f"note: {', '.join(dropped)} left out: it reads the prepared data only from a local or shared path, "
+              f"not from --data {options.data}", flush=True)
+    return kept
 
 
 def default_data():
@@ -558,25 +597,51 @@ def default_concurrency(options: SearchOptions, cpus: float, gpus: float) -> int
 
 def experiment_root(storage: str | None) -> str:
     """The storage root as Tune wants it: an absolute path or a URI."""
-    if storage and "://" in storage:
-        return storage
+    if storage and is_uri(storage):
+        return storage.rstrip("/")
     return str(Path(storage or DEFAULT_STORAGE).expanduser().resolve())
 
 
-def latest_experiment(root: str, task: str) -> str | None:
-    """The most recently started local experiment of `task` under `root`, for a bare --resume."""
-    candidates = []
-    for meta in Path(root).glob(f"*/{SEARCH_FILE}"):
+def local_experiment_dir(root: str, name: str) -> Path:
+    """Where the driver writes the experiment's own files: in the storage, or ./experiments/<name> for a URI."""
+    return Path(root) / name if not is_uri(root) else Path(DEFAULT_STORAGE).resolve() / name
+
+
+def read_search_meta(root: str, name: str) -> tuple[str, dict | None]:
+    """(where search.json is, its content or None when absent) for experiment `name` under `root`."""
+    if is_uri(root):
+        where = f"{root}/{name}/{SEARCH_FILE}"
         try:
-            saved = json.loads(meta.read_text())
+            text = read_text_at(where)
+        except (OSError, ValueError) as error:
+            raise UsageError(f"--storage {root}: cannot read {where} ({error})") from None
+        return where, json.loads(text) if text is not None else None
+    path = Path(root) / name / SEARCH_FILE
+    return str(path), json.loads(path.read_text()) if path.exists() else None
+
+
+def latest_experiment(root: str, task: str) -> str | None:
+    """The most recently started experiment of `task` under `root` (a path or a URI), for a bare --resume."""
+    if is_uri(root):
+        try:
+            names = list_dirs_at(root)
+        except (OSError, ValueError) as error:
+            raise UsageError(f"--storage {root}: cannot list it ({error})") from None
+        metas = ((name, lambda name=name: read_text_at(f"{root}/{name}/{SEARCH_FILE}")) for name in names)
+    else:
+        metas = ((m.parent.name, m.read_text) for m in Path(root).glob(f"*/{SEARCH_FILE}"))
+    candidates = []
+    for name, read in metas:
+        try:
+            saved = json.loads(read() or "{}")
         except (OSError, json.JSONDecodeError):
             continue
         if saved.get("options", {}).get("task") == task:
-            candidates.append((saved.get("started", ""), meta.parent.name))
+            candidates.append((saved.get("started", ""), name))
     return max(candidates)[1] if candidates else None
 
 
-def evaluate_baselines(task: str, data_dir: Path, protocol: str) -> list[dict]:
+def evaluate_baselines(task: str, data_dir: Path | str, protocol: str) -> list[dict]:
     """Every simple baseline of `task`, fitted on train, scored on val and test."""
     from models.baselines import BASELINES
     from tuning.trainer import evaluate_baseline
@@ -602,7 +667,7 @@ def _evaluate_checkpoint_on_test(checkpoint, family: str, data_dir: str, device:
     return {"state": state, "test": test}
 
 
-def evaluate_winners(results, options: SearchOptions, data_dir: Path, exp_dir: Path) -> list[dict]:
+def evaluate_winners(results, options: SearchOptions, data_dir: Path | str, exp_dir: Path) -> list[dict]:
     """The best epoch of the best trial of each family, evaluated once on the test split."""
     import ray
 
@@ -655,20 +720,19 @@ def run_search(options: SearchOptions) -> Path:
 
     root = experiment_root(options.storage)
     if options.resume:
-        name = options.name or (latest_experiment(root, options.task) if "://" not in root else None)
+        name = options.name or latest_experiment(root, options.task)
         if name is None:
             raise UsageError(f"--resume: no experiment of task {options.task!r} under {root}; name one with --name")
-        meta_path = Path(root) / name / SEARCH_FILE
-        if not meta_path.exists():
+        meta_path, saved = read_search_meta(root, name)
+        if saved is None:
             raise UsageError(f"--resume: {meta_path} not found; is --name {name} an experiment started by tuning.search?")
-        saved = json.loads(meta_path.read_text())
         resumed = SearchOptions(**saved["options"])
         # Where to run may change on resume; what to search may not.
         resumed.address, resumed.storage, resumed.name, resumed.resume = options.address, options.storage, name, True
         resumed.hooks = options.hooks
         options = resumed
     check_options(options)
-    families = resolve_families(options.task, options.model)
+    families = data_families(resolve_families(options.task, options.model), options)
     check_fixed(options.fix, families)
     options = options.resolved(len(families))
     check_options(options)
@@ -695,8 +759,14 @@ def run_search(options: SearchOptions) -> Path:
 
     name = options.name or f"{options.task}-{options.model}-{datetime.now(timezone.utc):%Y%m%d-%H%M%S}"
     options.name = name
-    local_root = "://" not in root
-    exp_dir = Path(root) / name if local_root else Path(DEFAULT_STORAGE).resolve() / name
+    exp_dir = local_experiment_dir(root, name)
+    remote_dir = f"{root}/{name}" if is_uri(root) else None
+    if remote_dir and options.resume:
+        # search.json, baselines.json, test results, and the Optuna study as copied up at the end of the
+        # last run, when this machine has none of its own (a local copy is newer than the one copied up)
+        missing = tuple(f for f in (SEARCH_FILE, BASELINES_FILE, TEST_DIR, OPTUNA_FILE) if not (exp_dir / f).exists())
+        if missing:
+            copy_down(remote_dir, exp_dir, only=missing)
     exp_dir.mkdir(parents=True, exist_ok=True)
     storage_url = options.optuna_storage or f"sqlite:///{exp_dir / OPTUNA_FILE}"
 
@@ -712,6 +782,8 @@ def run_search(options: SearchOptions) -> Path:
             "started": datetime.now(timezone.utc).isoformat(timespec="seconds"),
         }
         (exp_dir / SEARCH_FILE).write_text(json.dumps(meta, indent=2, default=str))
+        if remote_dir:
+            copy_up(exp_dir / SEARCH_FILE, f"{remote_dir}/{SEARCH_FILE}")  # what --resume reads
     print(
         f"search: task {options.task}, models {', '.join(space.families)}, {options.num_samples} trials of up to "
         f"{options.max_epochs} epochs, {options.searcher} sampler, scheduler {options.scheduler}, "
@@ -719,7 +791,10 @@ def run_search(options: SearchOptions) -> Path:
         f"{f' + {options.gpus_per_trial:g} GPU' if options.gpus_per_trial else ''} each), budget {options.budget}",
         flush=True,
     )
-    print(f"experiment: {exp_dir}", flush=True)
+    if remote_dir:
+        print(f"experiment: {remote_dir} (trials, checkpoints); local copy and report: {exp_dir}", flush=True)
+    else:
+        print(f"experiment: {exp_dir}", flush=True)
     print(f"  TensorBoard:      tensorboard --logdir {exp_dir}", flush=True)
     print(f"  optuna-dashboard: optuna-dashboard {storage_url}", flush=True)
 
@@ -727,8 +802,13 @@ def run_search(options: SearchOptions) -> Path:
         print("baselines (fitted on train, scored on val and test):", flush=True)
         rows = evaluate_baselines(options.task, data_dir, options.protocol)
         (exp_dir / BASELINES_FILE).write_text(json.dumps(rows, indent=2))
+        if remote_dir:
+            copy_up(exp_dir / BASELINES_FILE, f"{remote_dir}/{BASELINES_FILE}")
 
     results = fit(options, space, points, fixed, data_dir, root, name, storage_url, exp_dir)
+    if remote_dir:
+        print(f"copying {remote_dir} (all but checkpoints) down to {exp_dir} for the report", flush=True)
+        copy_down(remote_dir, exp_dir)
     from tuning.report import generate, load_experiment
 
     unfinished = [t for t in load_experiment(exp_dir).trials if t.status in ("interrupted", "pending", "unknown")]
@@ -747,10 +827,19 @@ def run_search(options: SearchOptions) -> Path:
     print(f"files in {exp_dir}:")
     for label, path in paths.items():
         print(f"  {label}: {path}")
+    if remote_dir:
+        # The report, test results and Optuna study beside the trials, for whoever resumes or reads it next.
+        uploads = [*paths.values(), exp_dir / TEST_DIR]
+        if not options.optuna_storage:
+            uploads.append(exp_dir / OPTUNA_FILE)
+        for path in uploads:
+            if path.exists():
+                copy_up(path, f"{remote_dir}/{path.relative_to(exp_dir).as_posix()}")
+        print(f"report copied up to {remote_dir}", flush=True)
     return exp_dir
 
 
-def fit(options: SearchOptions, space, points, fixed, data_dir: Path, root: str, name: str, storage_url: str, exp_dir: Path):
+def fit(options: SearchOptions, space, points, fixed, data_dir: Path | str, root: str, name: str, storage_url: str, exp_dir: Path):
     """Build (or restore) the Tuner and run it; returns Tune's ResultGrid."""
     from ray import tune
 
@@ -772,7 +861,8 @@ def fit(options: SearchOptions, space, points, fixed, data_dir: Path, root: str,
         "seed": options.seed,
         "device": options.device,
         "input_path": options.input_path,
-        "cache_dir": str(data_dir / "cache"),
+        # <data>/cache; for data at a URI each trial picks a node-local folder (PreparedDataset.cache_dir)
+        "cache_dir": None if is_uri(data_dir) else str(data_dir / "cache"),
         "fixed": fixed,
         "hooks": dict(options.hooks),
     }

@@ -36,7 +36,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import torch
 
-from data_pipeline.dataset import PROTOCOLS, iter_numpy_batches, open_prepared, split_halves, table_to_batch
+from data_pipeline.dataset import PROTOCOLS, is_uri, iter_numpy_batches, open_prepared, split_halves, table_to_batch
 from models.baselines import get_baseline
 from models.metrics import evaluate_predictions
 
@@ -150,7 +150,8 @@ class Trainer:
         self.seed, self.input_path = seed, input_path
         self.device = resolve_device(device)
         self.model_config, self.options = split_config(model, self.spec.config_cls, dict(config))
-        self.data_dir = Path(data_dir) if data_dir is not None else None
+        # A URI (s3://, gs://, file://) stays a string: the dataset reads it through pyarrow.fs.
+        self.data_dir = (data_dir if is_uri(data_dir) else Path(data_dir)) if data_dir is not None else None
         self.dataset = open_prepared(self.data_dir) if self.data_dir is not None else None
         self.epoch = 0
         self.history: list[dict] = []
@@ -161,21 +162,26 @@ class Trainer:
         if _restore_from is not None:
             saved = torch.load(_restore_from / CHECKPOINT_FILE, map_location="cpu", weights_only=False)
             self.pretrained = saved["pretrained"]
-            info_root = _restore_from
         else:
             if self.dataset is None:
                 raise ValueError("a data directory is needed to train a new model")
             self.pretrained = {}
             if self.spec.pretrain is not None:
-                cache = Path(cache_dir) if cache_dir is not None else self.data_dir / "cache"
+                # <data>/cache, or a node-local folder when the data is at a URI
+                cache = Path(cache_dir) if cache_dir is not None else self.dataset.cache_dir
                 self.pretrained = self.spec.pretrain(self.model_config, self.dataset, cache) or {}
-            info_root = self.data_dir
-        manifest = json.loads((info_root / "manifest.json").read_text())
+        if _restore_from is not None:
+            manifest = json.loads((_restore_from / "manifest.json").read_text())
+            track_features = np.load(_restore_from / "track_features.npy")
+            categories = json.loads((_restore_from / "categories.json").read_text())
+        else:
+            manifest, track_features = self.dataset.manifest, self.dataset.track_features
+            categories = self.dataset.categories
         self.fingerprint = str(manifest.get("fingerprint"))
         self.info = DataInfo(
             vocab_size=int(manifest["vocab"]["size"]),
-            track_features=np.load(info_root / "track_features.npy"),
-            categories=json.loads((info_root / "categories.json").read_text()),
+            track_features=track_features,
+            categories=categories,
             pretrained=self.pretrained,
         )
         self.model = self.spec.build(self.model_config, task, self.info).to(self.device)
@@ -343,7 +349,9 @@ class Trainer:
         directory.mkdir(parents=True, exist_ok=True)
         source = self.data_dir if self.dataset is not None else getattr(self, "_checkpoint_dir", None)
         for name in DATA_FILES:
-            if source is not None and (source / name).resolve() != (directory / name).resolve():
+            if source is not None and is_uri(source):
+                (directory / name).write_bytes(self.dataset.read_bytes(name))
+            elif source is not None and (source / name).resolve() != (directory / name).resolve():
                 shutil.copyfile(source / name, directory / name)
         torch.save(
             {
@@ -364,7 +372,7 @@ class Trainer:
             "seed": self.seed,
             "input_path": self.input_path,
             "epoch": self.epoch,
-            "data_dir": str(self.data_dir.resolve()) if self.data_dir is not None else None,
+            "data_dir": _data_dir_str(self.data_dir),
             "data_fingerprint": self.fingerprint,
             "num_parameters": self.num_parameters,
         }
@@ -387,7 +395,7 @@ class Trainer:
         state = json.loads((directory / STATE_FILE).read_text())
         if data_dir == "saved":
             saved = state.get("data_dir")
-            data_dir = saved if saved and Path(saved, "manifest.json").exists() else None
+            data_dir = saved if saved and _has_manifest(saved) else None
         trainer = cls(
             state["task"],
             state["model"],
@@ -401,6 +409,26 @@ class Trainer:
         )
         trainer._checkpoint_dir = directory
         return trainer
+
+
+def _data_dir_str(data_dir: str | Path | None) -> str | None:
+    """How a checkpoint records its data directory: an absolute path, or the URI as given."""
+    if data_dir is None:
+        return None
+    return data_dir if is_uri(data_dir) else str(Path(data_dir).resolve())
+
+
+def _has_manifest(data_dir: str) -> bool:
+    """Whether a prepared dataset's manifest is still at `data_dir` (a path or a URI)."""
+    if not is_uri(data_dir):
+        return Path(data_dir, "manifest.json").exists()
+    from pyarrow import fs as pafs
+
+    try:
+        filesystem, base = pafs.FileSystem.from_uri(data_dir)
+        return filesystem.get_file_info(f"{base.rstrip('/')}/manifest.json").type == pafs.FileType.File
+    except (pa.ArrowException, OSError, ValueError):
+        return False
 
 
 def make_trainer(

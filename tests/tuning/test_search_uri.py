@@ -1,0 +1,83 @@
+"""`tuning.search` with `--data` and `--storage` as URIs (pyarrow.fs), on a real local Ray instance.
+
+No cloud here: ``file://`` URIs go through the same ``pyarrow.fs.FileSystem.from_uri`` path as
+``s3://`` / ``gs://`` (Tune's storage too). The driver's local copy of a URI experiment goes to
+``./experiments/<name>``, so each test runs from its own temporary folder.
+"""
+
+from __future__ import annotations
+
+import json
+import shutil
+
+import pytest
+
+from tuning.report import load_experiment
+from tuning.search import main
+
+TINY = ["--fix", "hidden_size=16", "--fix", "embedding_dim=16"]
+
+
+def uri(path) -> str:
+    return path.resolve().as_uri()
+
+
+def test_bad_uris_fail_at_once_with_one_line(tmp_path, synthetic_prepared, monkeypatch, capsys):
+    monkeypatch.chdir(tmp_path)
+    nowhere = uri(tmp_path / "nowhere")
+    assert main(["--task", "skip", "--model", "lstm", "--data", nowhere, "--storage", uri(tmp_path / "bucket")]) == 2
+    err = capsys.readouterr().err.strip()
+    assert err.count("\n") == 0
+    assert f"{nowhere}: not a complete prepared dataset (missing manifest.json" in err
+
+    data = uri(synthetic_prepared)
+    assert main(["--task", "skip", "--model", "ddpg", "--data", data, "--storage", uri(tmp_path / "bucket")]) == 2
+    err = capsys.readouterr().err.strip()
+    assert err.count("\n") == 0
+    assert f"--model ddpg reads the prepared data only from a local or shared path, not from --data {data}" in err
+
+    assert main(["--task", "skip", "--resume", "--storage", uri(tmp_path / "bucket")]) == 2
+    err = capsys.readouterr().err.strip()
+    assert err == f"tuning.search: error: --resume: no experiment of task 'skip' under {uri(tmp_path / 'bucket')}; name one with --name"
+    assert not (tmp_path / "bucket").exists() and not (tmp_path / "experiments").exists()
+
+
+def test_a_search_with_data_and_storage_at_uris_keeps_trials_at_the_uri_and_writes_the_report_locally(
+    tmp_path, synthetic_prepared, ray_session, monkeypatch, capsys
+):
+    monkeypatch.chdir(tmp_path)
+    bucket = tmp_path / "bucket"
+    args = ["--task", "skip", "--model", "lstm", "--data", uri(synthetic_prepared), "--storage", uri(bucket),
+            "--name", "remote", "--num-samples", "1", "--max-epochs", "1", *TINY]
+    assert main(args) == 0
+    out = capsys.readouterr().out
+    local = tmp_path / "experiments" / "remote"
+    assert f"local copy and report: {local}" in out
+
+    # at the storage URI: what --resume reads, Tune's trial with its result and checkpoint, the report copied up
+    remote = bucket / "remote"
+    meta = json.loads((remote / "search.json").read_text())
+    assert meta["options"]["storage"] == uri(bucket) and meta["data_dir"] == uri(synthetic_prepared)
+    (trial_dir,) = [p for p in remote.iterdir() if p.name.startswith("lstm_")]
+    assert len((trial_dir / "result.json").read_text().splitlines()) == 1
+    assert list(trial_dir.glob("checkpoint_*/trainer/checkpoint.pt"))
+    for name in ("baselines.json", "leaderboard.md", "leaderboard.csv", "test_results/lstm.json", "optuna.db"):
+        assert (remote / name).is_file(), name
+
+    # the local copy: every trial's results (no checkpoints) and the report, as printed
+    leaderboard = (local / "leaderboard.md").read_text()
+    assert leaderboard in out
+    assert "| lstm |" in leaderboard and "baseline: all_skip" in leaderboard
+    (trial,) = load_experiment(local).trials
+    assert trial.status == "finished" and not list(trial.path.glob("checkpoint_*"))
+    test_result = json.loads((local / "test_results" / "lstm.json").read_text())
+    assert 0.0 < test_result["test"]["maa"] <= 1.0
+    assert (remote / "leaderboard.md").read_text() == leaderboard
+
+    # another machine (no local copy) resumes from the URI alone: a bare --resume finds the experiment there
+    shutil.rmtree(tmp_path / "experiments")
+    assert main(["--task", "skip", "--resume", "--storage", uri(bucket)]) == 0
+    out = capsys.readouterr().out
+    assert "resuming " in out and "search done: 1 trials" in out
+    assert "| lstm |" in (local / "leaderboard.md").read_text()
+    assert len(load_experiment(local).trials) == 1
