@@ -465,6 +465,29 @@ def _optuna_search_class():
     return StudySearch
 
 
+ORPHANED_ATTR = "orphaned"
+
+
+def close_orphaned_trials(storage_url: str, study_name: str) -> int:
+    """Mark as FAIL the Optuna trials still RUNNING once every Tune trial has ended.
+
+    A driver killed between Optuna's ask and Tune's next experiment snapshot
+    leaves a trial in the study that Tune never recorded; after ``--resume``
+    Tune asks for a fresh one instead, and the old one would stay RUNNING for
+    ever (and count as in flight for TPE). Returns how many were closed.
+    """
+    import optuna
+
+    study = optuna.load_study(study_name=study_name, storage=storage_url)
+    running = study.get_trials(deepcopy=False, states=(optuna.trial.TrialState.RUNNING,))
+    for trial in running:
+        study._storage.set_trial_user_attr(trial._trial_id, ORPHANED_ATTR, "asked for by a driver that was interrupted before Tune recorded it")
+        study.tell(trial.number, state=optuna.trial.TrialState.FAIL)
+    if running:
+        print(f"optuna: {len(running)} trial(s) left RUNNING by an interrupted driver marked FAIL ({ORPHANED_ATTR})", flush=True)
+    return len(running)
+
+
 def build_searcher(options: SearchOptions, space: SearchSpace, points, storage_url: str, study_name: str):
     """The Optuna searcher (TPE or random, seeded, RDB storage) behind a ConcurrencyLimiter."""
     import optuna
@@ -817,9 +840,11 @@ def run_search(options: SearchOptions) -> Path:
     if unfinished:
         print(f"  {len(unfinished)} trials unfinished: continue with --task {options.task} --name {name} --resume "
               "(the test split is evaluated when the search completes)", flush=True)
-    elif options.test:
-        print("winners of each model family on the test split (evaluated once):", flush=True)
-        evaluate_winners(results, options, data_dir, exp_dir)
+    else:
+        close_orphaned_trials(storage_url, name)
+        if options.test:
+            print("winners of each model family on the test split (evaluated once):", flush=True)
+            evaluate_winners(results, options, data_dir, exp_dir)
 
     paths = generate(exp_dir)
     print()
