@@ -81,3 +81,29 @@ def test_a_search_with_data_and_storage_at_uris_keeps_trials_at_the_uri_and_writ
     assert "resuming " in out and "search done: 1 trials" in out
     assert "| lstm |" in (local / "leaderboard.md").read_text()
     assert len(load_experiment(local).trials) == 1
+
+
+def test_a_trial_on_data_at_a_uri_caches_word2vec_node_locally_and_its_checkpoint_restores_from_the_uri(
+    tmp_path, synthetic_prepared, monkeypatch
+):
+    from data_pipeline.dataset import open_prepared
+    from tuning.trainer import DATA_FILES, Trainer, make_trainer
+
+    monkeypatch.setenv("MSSD_CACHE_DIR", str(tmp_path / "node-cache"))
+    data = uri(synthetic_prepared)
+    shared_cache = synthetic_prepared / "cache"
+    before = set(shared_cache.glob("*")) if shared_cache.exists() else set()
+    config = {"lr": 3e-3, "hidden_size": 16, "embedding_dim": 16, "batch_size": 128, "w2v_epochs": 1}
+    trainer = make_trainer("skip", "lstm_w2v", config, data, protocol="challenge", device="cpu", input_path="memory")
+    fingerprint = open_prepared(synthetic_prepared).fingerprint
+    assert list((tmp_path / "node-cache" / fingerprint).glob("word2vec-*.npy"))
+    assert (set(shared_cache.glob("*")) if shared_cache.exists() else set()) == before  # nothing beside the data
+    trainer.train_epoch()
+
+    saved = trainer.save(tmp_path / "checkpoint")
+    for name in DATA_FILES:
+        assert (saved / name).read_bytes() == (synthetic_prepared / name).read_bytes(), name
+    assert json.loads((saved / "trainer.json").read_text())["data_dir"] == data
+    restored = Trainer.restore(saved, device="cpu")
+    assert restored.data_dir == data and restored.epoch == 1
+    assert restored.evaluate("val")["maa"] == pytest.approx(trainer.evaluate("val")["maa"])
