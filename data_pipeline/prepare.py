@@ -104,6 +104,18 @@ class PrepareOptions:
     address: str | None = None  # Ray cluster address; None: RAY_ADDRESS or a local instance
 
     def validate(self) -> None:
+        # Cloud URIs: prepare reads and writes local or shared paths only (readers, atomic rename of the output).
+        if isinstance(self.raw, str) and "://" in self.raw:
+            raise SchemaError(
+                f"--raw {self.raw}: prepare reads from a local or shared path; copy the raw files down first "
+                "(`aws s3 sync URI DIR` / `gsutil -m rsync -r URI DIR`)."
+            )
+        if isinstance(self.out, str) and "://" in self.out:
+            raise SchemaError(
+                f"--out {self.out}: prepare writes to a local or shared path; copy the result with "
+                f"`aws s3 sync DIR {self.out}` / `gsutil -m rsync -r DIR {self.out}` "
+                "and give that URI to `tuning.search --data`."
+            )
         if self.min_count is not None and self.top_k is not None:
             raise SchemaError("give either --min-count or --top-k, not both.")
         if self.min_count is not None and self.min_count < 1:
@@ -619,8 +631,10 @@ def build_parser() -> argparse.ArgumentParser:
         description="Turn raw MSSD session logs (log_*.csv[.gz] or .parquet) and track features (tf_*) "
         "into a prepared dataset (parquet sessions per split, vocabulary, track features, manifest).",
     )
-    parser.add_argument("--raw", required=True, type=Path, help="folder with log_* and tf_* files")
-    parser.add_argument("--out", required=True, type=Path, help="prepared dataset folder (created or replaced)")
+    # str, not Path: Path would fold a URI's "s3://" into "s3:/" before PrepareOptions.validate can name it
+    parser.add_argument("--raw", required=True, help="folder with log_* and tf_* files (local or shared, not a URI)")
+    parser.add_argument("--out", required=True, help="prepared dataset folder, created or replaced (local or shared, "
+                        "not a URI: copy it to a bucket afterwards)")
     vocab = parser.add_mutually_exclusive_group()
     vocab.add_argument("--min-count", type=int, help=f"keep tracks played at least N times in training "
                        f"(default {DEFAULT_MIN_COUNT}; the paper used 150)")

@@ -90,3 +90,19 @@ def test_an_incomplete_dataset_at_a_uri_names_the_missing_files_and_the_fix(synt
 def test_a_uri_pyarrow_cannot_resolve_fails_with_the_uri_in_the_message():
     with pytest.raises(SchemaError, match=r"^nosuchscheme://bucket/prepared: cannot open this URI"):
         open_prepared("nosuchscheme://bucket/prepared")
+
+
+def test_prepare_refuses_uris_at_once_with_one_line_naming_the_copy_command(tmp_path, capsys):
+    from data_pipeline.prepare import main as prepare_main
+
+    assert prepare_main(["--raw", str(tmp_path), "--out", "s3://bucket/prepared", "--quiet"]) == 2
+    err = capsys.readouterr().err.strip()
+    assert err.count("\n") == 0
+    assert err.startswith("error: --out s3://bucket/prepared: prepare writes to a local or shared path; copy the result with ")
+    assert "aws s3 sync DIR s3://bucket/prepared" in err
+
+    assert prepare_main(["--raw", "gs://bucket/raw", "--out", str(tmp_path / "out"), "--quiet"]) == 2
+    err = capsys.readouterr().err.strip()
+    assert err.count("\n") == 0
+    assert err.startswith("error: --raw gs://bucket/raw: prepare reads from a local or shared path; copy the raw files down")
+    assert not (tmp_path / "out").exists()
