@@ -535,7 +535,7 @@ def main(argv: list[str] | None = None) -> int:
             experiment = copy_down(experiment, local)
             print(f"copied {args.experiment} to {experiment}")
         paths = generate(experiment)
-    except FileNotFoundError as error:
+    except (FileNotFoundError, OSError, ValueError) as error:  # pyarrow: unreachable bucket, bad URI
         print(f"tuning.report: error: {error}", file=sys.stderr)
         return 2
     print(paths["leaderboard_md"].read_text())

@@ -806,7 +806,10 @@ def run_search(options: SearchOptions) -> Path:
         }
         (exp_dir / SEARCH_FILE).write_text(json.dumps(meta, indent=2, default=str))
         if remote_dir:
-            copy_up(exp_dir / SEARCH_FILE, f"{remote_dir}/{SEARCH_FILE}")  # what --resume reads
+            try:
+                copy_up(exp_dir / SEARCH_FILE, f"{remote_dir}/{SEARCH_FILE}")  # what --resume reads
+            except (OSError, ValueError) as error:  # pyarrow: no bucket, no credentials, bad URI
+                raise UsageError(f"--storage {root}: cannot write {remote_dir}/{SEARCH_FILE} ({error})") from None
     print(
         f"search: task {options.task}, models {', '.join(space.families)}, {options.num_samples} trials of up to "
         f"{options.max_epochs} epochs, {options.searcher} sampler, scheduler {options.scheduler}, "

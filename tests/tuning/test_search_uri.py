@@ -82,6 +82,14 @@ def test_a_search_with_data_and_storage_at_uris_keeps_trials_at_the_uri_and_writ
     assert "| lstm |" in (local / "leaderboard.md").read_text()
     assert len(load_experiment(local).trials) == 1
 
+    # tuning.report on the URI copies the experiment down and writes the report there
+    from tuning.report import main as report_main
+
+    assert report_main([uri(remote), "--local-dir", str(tmp_path / "copy")]) == 0
+    assert "| lstm |" in (tmp_path / "copy" / "leaderboard.md").read_text()
+    assert report_main([uri(tmp_path / "no-such-experiment")]) == 2
+    assert "no such experiment folder" in capsys.readouterr().err
+
 
 def test_a_trial_on_data_at_a_uri_caches_word2vec_node_locally_and_its_checkpoint_restores_from_the_uri(
     tmp_path, synthetic_prepared, monkeypatch
