@@ -821,7 +821,7 @@ def run_search(options: SearchOptions) -> Path:
         print(f"experiment: {remote_dir} (trials, checkpoints); local copy and report: {exp_dir}", flush=True)
     else:
         print(f"experiment: {exp_dir}", flush=True)
-    print(f"  TensorBoard:      tensorboard --logdir {exp_dir}", flush=True)
+    print(f"  TensorBoard:      tensorboard --logdir {remote_dir or exp_dir}", flush=True)
     print(f"  optuna-dashboard: optuna-dashboard {storage_url}", flush=True)
 
     if options.baselines and not (exp_dir / BASELINES_FILE).exists():
