@@ -29,6 +29,7 @@ from data_pipeline.schema import PAD_ID
 from models.bert import BertConfig, BertLM, ClozeOptions, load_pretrained_bert
 from models.bert import pretrain as pretrain_bert
 from models.common import CommonConfig, DataInfo, EncoderDecoder, InputEmbedding, OutputHead
+from models import transformer
 from models.transformer import Attention, FeedForward, causal_mask, check_heads, padding_mask, project
 
 
@@ -171,17 +172,10 @@ pretrain = pretrain_bert
 # The fused Transformer's own sizes and the training knobs; the BERT's sizes stay
 # the paper's so that every point shares one pre-trained BERT.
 SEARCH_SPACE = {
-    "embedding_dim": ("choice", [64, 128, 256, 512]),
-    "num_layers": ("randint", 1, 5),
-    "num_heads": ("choice", [1, 2, 4, 8]),
-    "ffn_dim": ("choice", [256, 512, 1024, 2048]),
-    "dropout": ("uniform", 0.0, 0.5),
+    **{name: space for name, space in transformer.SEARCH_SPACE.items() if name not in ("lr", "batch_size")},
     "drop_net": ("uniform", 0.0, 1.0),
-    "lr": ("loguniform", 1e-5, 3e-3),
-    "batch_size": ("choice", [64, 128, 256, 512]),
+    "lr": transformer.SEARCH_SPACE["lr"],
+    "batch_size": transformer.SEARCH_SPACE["batch_size"],
 }
 
-PAPER_CONFIGS = {
-    "skip": {"embedding_dim": 256, "num_layers": 2, "num_heads": 2, "dropout": 0.2, "lr": 1e-5, "batch_size": 256},
-    "seq": {"embedding_dim": 256, "num_layers": 2, "num_heads": 2, "dropout": 0.2, "lr": 1e-4, "batch_size": 256},
-}
+PAPER_CONFIGS = {task: dict(config) for task, config in transformer.PAPER_CONFIGS.items()}  # the standard Transformer's sizes

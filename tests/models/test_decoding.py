@@ -14,14 +14,6 @@ from data_pipeline.schema import FIRST_TRACK_ID
 from models.decoding import beam_search, greedy_decode, sequence_log_prob
 
 
-@pytest.fixture(autouse=True)
-def _one_thread():
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
-
-
 @pytest.fixture(scope="module")
 def trained():
     """name -> a tiny seq model nudged towards a batch, so that its distributions are far from uniform

@@ -17,15 +17,6 @@ ALL_MODELS = tuple(MODELS)
 TASKS = ("skip", "seq")
 
 
-@pytest.fixture(autouse=True)
-def _one_thread():
-    # six engineers share two cores: one thread per test process avoids oversubscription
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
-
-
 # ---------------------------------------------------------------------------
 # Registry
 # ---------------------------------------------------------------------------

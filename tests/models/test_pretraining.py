@@ -16,14 +16,6 @@ GROUPS, PER_GROUP = 4, 10
 VOCAB = FIRST_TRACK_ID + GROUPS * PER_GROUP
 
 
-@pytest.fixture(autouse=True)
-def _one_thread():
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
-
-
 @pytest.fixture(scope="module")
 def playlists(tmp_path_factory):
     """A prepared dataset whose 400 training sessions each play one of 4 disjoint 10-track playlists."""
