@@ -56,6 +56,9 @@ class TrainerOptions:
     grad_clip: float = 1.0  # max global gradient norm; 0 turns clipping off
     beam_size: int = 1  # seq decoding at evaluation: 1 = greedy (the paper)
     shuffle_buffer: int = 4096  # Ray Data local shuffle buffer, in sessions
+    # Ray path only: keep block order fixed while streaming, so an epoch's order depends on the seed alone
+    # (Ray otherwise hands over whichever block is read first; costs some throughput)
+    preserve_order: bool = False
     eval_batch_size: int = 1024
     amp: bool = True  # mixed precision on CUDA (no effect on CPU)
     show_progress: bool = False
@@ -230,6 +233,8 @@ class Trainer:
         quiet_ray_data()
         ds = self.dataset.ray_dataset("train", self.protocol).drop_columns(list(STRING_KEYS))
         ds = ds.randomize_block_order(seed=epoch_seed)
+        if self.options.preserve_order:
+            ds.context.execution_options.preserve_order = True
         for batch in ds.iter_torch_batches(
             batch_size=self.batch_size,
             device="cpu",
