@@ -100,6 +100,7 @@ class PrepareOptions:
     val_fraction: float = 0.1
     test_fraction: float = 0.1
     test_dates: list[str] | tuple[str, ...] | None = None
+    fold: int = 0  # rotate the hash split (see SplitRule): folds 0..1/test_fraction-1 are cross-validation
     show_progress: bool = True
     address: str | None = None  # Ray cluster address; None: RAY_ADDRESS or a local instance
 
@@ -126,6 +127,13 @@ class PrepareOptions:
         for name, value in (("--val-fraction", self.val_fraction), ("--test-fraction", test)):
             if not 0.0 <= value < 1.0:
                 raise SchemaError(f"{name} must be in [0, 1) (got {value}).")
+        step = self.val_fraction if self.test_dates else self.test_fraction
+        if self.fold < 0 or (self.fold and self.fold * step >= 1.0 - 1e-9):
+            last = int((1.0 - 1e-9) / step) if step > 0 else 0
+            raise SchemaError(
+                f"--fold {self.fold}: folds run from 0 to {last} when each fold moves the held-out slice by "
+                f"{step:g} (the {'val' if self.test_dates else 'test'} fraction)."
+            )
         if self.val_fraction + test >= 1.0:
             raise SchemaError(
                 f"--val-fraction + --test-fraction must be below 1 (got {self.val_fraction + test}): "
@@ -133,7 +141,7 @@ class PrepareOptions:
             )
 
     def split_rule(self) -> SplitRule:
-        return SplitRule(self.val_fraction, self.test_fraction, tuple(self.test_dates or ()))
+        return SplitRule(self.val_fraction, self.test_fraction, tuple(self.test_dates or ()), self.fold)
 
     def vocabulary_rule(self) -> dict:
         if self.top_k is not None:
@@ -411,6 +419,8 @@ def fingerprint(files: readers.RawFiles, options: PrepareOptions) -> str:
         "vocabulary": options.vocabulary_rule(),
         "split": asdict(options.split_rule()),
     }
+    if not options.fold:
+        del content["split"]["fold"]  # fold 0 keeps the fingerprints of data prepared before folds existed
     return hashlib.blake2b(json.dumps(content, sort_keys=True).encode(), digest_size=16).hexdigest()
 
 
@@ -545,6 +555,7 @@ def _prepare(options: PrepareOptions, files: readers.RawFiles, rule: SplitRule, 
             "val_fraction": options.val_fraction,
             "test_fraction": None if options.test_dates else options.test_fraction,
             "test_dates": list(options.test_dates or []),
+            "fold": options.fold,
         },
         "inputs": {"logs": [p.name for p in files.logs], "track_features": [p.name for p in files.track_features]},
         "rows": {"read": totals.rows, "kept": kept_rows, "dropped": dropped_rows},
@@ -643,6 +654,8 @@ def build_parser() -> argparse.ArgumentParser:
     test = parser.add_mutually_exclusive_group()
     test.add_argument("--test-fraction", type=float, default=0.1, help="share of sessions for test (default 0.1)")
     test.add_argument("--test-dates", nargs="+", metavar="YYYY-MM-DD", help="test = sessions of these dates")
+    parser.add_argument("--fold", type=int, default=0, help="rotate the hash split by k test fractions: folds "
+                        "0..n-1 (n = 1/test-fraction) test every session once, i.e. n-fold cross-validation (default 0)")
     parser.add_argument("--address", help="Ray cluster address (default: RAY_ADDRESS, else a local instance)")
     parser.add_argument("--quiet", action="store_true", help="no progress bars or summary table")
     return parser
@@ -653,7 +666,7 @@ def main(argv: list[str] | None = None) -> int:
     options = PrepareOptions(
         raw=args.raw, out=args.out, min_count=args.min_count, top_k=args.top_k,
         val_fraction=args.val_fraction, test_fraction=args.test_fraction, test_dates=args.test_dates,
-        show_progress=not args.quiet, address=args.address,
+        fold=args.fold, show_progress=not args.quiet, address=args.address,
     )
     try:
         manifest = prepare(options)

@@ -106,15 +106,26 @@ STAGED_SCHEMA = staged_schema()
 
 @dataclass(frozen=True)
 class SplitRule:
-    """Deterministic split by a stable hash of session_id, or test by date."""
+    """Deterministic split by a stable hash of session_id, or test by date.
+
+    Each session's hash maps to u in [0, 1): test is u < test_fraction, val the
+    next val_fraction. `fold` k shifts both slices by k * test_fraction, so the
+    test slices of folds 0..n-1 (n = 1 / test_fraction) are disjoint and every
+    session is tested exactly once: n-fold cross-validation (with --test-dates,
+    the val slice moves by k * val_fraction instead).
+    """
 
     val_fraction: float = 0.1
     test_fraction: float = 0.1
     test_dates: tuple[str, ...] = ()
+    fold: int = 0
 
     def assign(self, hashes: np.ndarray, dates: pa.Array) -> np.ndarray:
         """Split index (0 train, 1 val, 2 test) per session (`dates`: ISO strings)."""
         u = (hashes >> np.uint64(11)).astype(np.float64) / float(1 << 53)  # uniform in [0, 1)
+        if self.fold:
+            step = self.val_fraction if self.test_dates else self.test_fraction
+            u = np.mod(u - self.fold * step, 1.0)
         split = np.zeros(len(hashes), dtype=np.int8)
         if self.test_dates:
             split[u < self.val_fraction] = 1
