@@ -30,10 +30,18 @@ from data_pipeline.schema import (
     MASK_ID,
     PAD_ID,
     SKIP_ID,
+    UNK_ID,
 )
 
 TASKS = ("skip", "seq")
 LOSSES = ("ce", "sampled_softmax")
+POSITION_WEIGHTS = ("uniform", "maa")
+# Searched for every family besides its own space (models/registry.py); the paper's values first.
+COMMON_SEARCH_SPACE = {
+    "track_dropout": ("uniform", 0.0, 0.5),
+    "position_weights": ("choice", ["uniform", "maa"]),
+}
+COMMON_PAPER_VALUES = {"track_dropout": 0.0, "position_weights": "uniform"}
 START_ID = MASK_ID  # the decoder's input at step 0 (seq task): no track precedes the second half
 
 
@@ -70,6 +78,15 @@ class CommonConfig:
     use_context: bool = False  # first half's interaction columns + track features of both halves (beyond the paper)
     context_embedding_dim: int = 8  # size of each categorical context column's embedding
     dropout: float = 0.2
+    # training only: each input track id becomes <unk> with this probability (its features stay), so the
+    # <unk> embedding is learned and rare ids are not memorised; 0 = the paper
+    track_dropout: float = 0.0
+    # how loss positions are weighted: "uniform" (the paper) or "maa", each position by what an error
+    # there costs the session's MAA (early positions cost most; see maa_position_weights)
+    position_weights: str = "uniform"
+    # skip task with use_context: add a linear ("wide") term per position on first-half summaries
+    # (last and mean skip_1/2/3, not_skipped, pauses, seeks, shuffle, premium; repeated tracks)
+    wide_context: bool = True
     # seq-task loss: full softmax ("ce") or sampled softmax over num_negatives log-uniform negatives
     loss: str = "ce"
     num_negatives: int = 1000
@@ -77,8 +94,14 @@ class CommonConfig:
     def __post_init__(self):
         if self.loss not in LOSSES:
             raise ValueError(f"{type(self).__name__}.loss = {self.loss!r}: choose one of {', '.join(LOSSES)}")
-        if not 0.0 <= self.dropout < 1.0:
-            raise ValueError(f"{type(self).__name__}.dropout = {self.dropout}: must be in [0, 1)")
+        if self.position_weights not in POSITION_WEIGHTS:
+            raise ValueError(
+                f"{type(self).__name__}.position_weights = {self.position_weights!r}: "
+                f"choose one of {', '.join(POSITION_WEIGHTS)}"
+            )
+        for name in ("dropout", "track_dropout"):
+            if not 0.0 <= getattr(self, name) < 1.0:
+                raise ValueError(f"{type(self).__name__}.{name} = {getattr(self, name)}: must be in [0, 1)")
         for name in ("lr", "batch_size", "embedding_dim", "num_negatives"):
             if getattr(self, name) <= 0:
                 raise ValueError(f"{type(self).__name__}.{name} = {getattr(self, name)}: must be positive")
@@ -125,6 +148,14 @@ def encoder_tokens(batch: dict, task: str, skip_padding: bool) -> torch.Tensor:
     if task == "skip" and skip_padding:
         tokens = torch.where(batch["in_skip_2"].bool() & batch["in_mask"], torch.full_like(tokens, SKIP_ID), tokens)
     return tokens.masked_fill(~batch["in_mask"], PAD_ID)
+
+
+def drop_tracks(tokens: torch.Tensor, p: float) -> torch.Tensor:
+    """Replace each real track id (not pad, mask, skip) by <unk> with probability `p` (training only)."""
+    if p <= 0.0:
+        return tokens
+    hit = (torch.rand(tokens.shape, device=tokens.device) < p) & (tokens >= FIRST_TRACK_ID)
+    return tokens.masked_fill(hit, UNK_ID)
 
 
 def shifted_targets(out_tracks: torch.Tensor) -> torch.Tensor:
@@ -219,6 +250,7 @@ class InputEmbedding(nn.Module):
     def __init__(self, config: CommonConfig, info: DataInfo, pretrained: np.ndarray | None = None):
         super().__init__()
         self.skip_padding = config.skip_padding
+        self.track_dropout = config.track_dropout
         self.tracks = nn.Embedding(info.vocab_size, config.embedding_dim, padding_idx=PAD_ID)
         if pretrained is not None:
             pretrained = torch.as_tensor(np.asarray(pretrained), dtype=torch.float32)
@@ -236,14 +268,17 @@ class InputEmbedding(nn.Module):
         self.decoder_dim = config.embedding_dim + self.features.decoder_dim
 
     def encoder(self, batch: dict, task: str) -> torch.Tensor:
-        x = self.tracks(encoder_tokens(batch, task, self.skip_padding))  # (B, 10, E)
+        tokens = encoder_tokens(batch, task, self.skip_padding)
+        if self.training:
+            tokens = drop_tracks(tokens, self.track_dropout)
+        x = self.tracks(tokens)  # (B, 10, E)
         extra = self.features.encoder(batch)
         if extra is not None:
             x = torch.cat([x, extra.to(x.dtype)], dim=-1)
         return self.dropout(x)
 
     def decoder(self, tokens: torch.Tensor) -> torch.Tensor:
-        x = self.tracks(tokens)  # (B, T, E)
+        x = self.tracks(drop_tracks(tokens, self.track_dropout) if self.training else tokens)  # (B, T, E)
         extra = self.features.decoder(tokens)
         if extra is not None:
             x = torch.cat([x, extra.to(x.dtype)], dim=-1)
@@ -268,6 +303,12 @@ def masked_mean(values: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
     """Mean of `values` over the True positions of `mask` (0 when there are none)."""
     mask = mask.to(values.dtype)
     return (values * mask).sum() / mask.sum().clamp(min=1.0)
+
+
+def weighted_mean(values: torch.Tensor, weights: torch.Tensor) -> torch.Tensor:
+    """Sum of values * weights over the sum of weights (0 when every weight is 0)."""
+    weights = weights.to(values.dtype)
+    return (values * weights).sum() / weights.sum().clamp(min=1e-12)
 
 
 def loss_mask(batch: dict, task: str) -> torch.Tensor:
@@ -296,15 +337,85 @@ def log_uniform_log_q(ranks: torch.Tensor, num_tracks: int) -> torch.Tensor:
     return torch.log(torch.log1p(1.0 / (ranks + 1.0)) / math.log(num_tracks + 1))
 
 
+def maa_position_weights(mask: torch.Tensor) -> torch.Tensor:
+    """(B, T) weight of each position by what an error there costs MAA, normalised per session.
+
+    One error at position j of an otherwise right n-position session lowers
+    AA = (1/n) sum_i A(i) L(i) by (1/n) (1 + sum_{i=j+1..n} 1/i) (FACTS.md: one
+    error in five costs 0.457 at position 1, 0.200 at position 5). The weights
+    are those costs scaled to sum to 1 per session; padding weighs 0.
+    """
+    m = mask.float()
+    inverse = m / torch.arange(1, mask.shape[1] + 1, device=mask.device, dtype=m.dtype)
+    later = inverse.flip(1).cumsum(1).flip(1) - inverse  # sum over real i > j of 1/i
+    cost = (1.0 + later) * m
+    return cost / cost.sum(1, keepdim=True).clamp(min=1e-12)
+
+
+class WideSkipContext(nn.Module):
+    """A linear ("wide") skip term per second-half position on first-half summaries.
+
+    Deep sequence models can learn "the user skipped the last two tracks" from
+    the context inputs, but with little data a direct path generalises better
+    (wide & deep, Cheng et al. 2016). Per session: the last value, the value
+    before it (skip_2 only) and the first-half mean of each 0/1 interaction
+    column and of skip_2, log seek counts, both half lengths; a separate linear
+    map per output position, plus a term for a second-half track already
+    played in the first half.
+    """
+
+    FLAGS = (
+        "skip_2", "skip_1", "skip_3", "not_skipped", "context_switch", "no_pause_before_play",
+        "short_pause_before_play", "long_pause_before_play", "is_shuffle", "premium",
+    )
+    COUNTS = ("n_seekfwd", "n_seekback")
+    num_features = 2 * len(FLAGS) + 2 * len(COUNTS) + 2 + 2
+
+    def __init__(self, positions: int = 10):
+        super().__init__()
+        self.positions = positions
+        self.linear = nn.Linear(self.num_features, positions * 2)
+        self.repeat = nn.Parameter(torch.zeros(2))
+        nn.init.zeros_(self.linear.weight)  # starts as no term at all: the deep part is unchanged at init
+        nn.init.zeros_(self.linear.bias)
+
+    def summaries(self, batch: dict) -> torch.Tensor:
+        mask = batch["in_mask"].float()
+        n_in = batch["n_in"].clamp(min=1)
+        rows = torch.arange(mask.shape[0], device=mask.device)
+        last, before = n_in - 1, (n_in - 2).clamp(min=0)
+        parts = []
+        for name in self.FLAGS + self.COUNTS:
+            x = batch[f"in_{name}"].float()
+            if name in self.COUNTS:
+                x = torch.log1p(x.clamp(min=0))
+            parts += [x[rows, last], (x * mask).sum(1) / mask.sum(1).clamp(min=1.0)]
+        skips = batch["in_skip_2"].float()
+        parts.append(torch.where(n_in >= 2, skips[rows, before], skips[rows, last]))
+        parts += [batch["n_in"].float() / self.positions, batch["n_out"].float() / self.positions]
+        parts.append(torch.ones_like(parts[0]))  # a per-position bias besides the linear bias
+        return torch.stack(parts, dim=-1)  # (B, num_features)
+
+    def forward(self, batch: dict) -> torch.Tensor:
+        summary = self.summaries(batch)
+        logits = self.linear(summary).view(-1, self.positions, 2)
+        out, first = batch["out_tracks"], batch["in_tracks"]
+        known = (out >= FIRST_TRACK_ID) & (out != UNK_ID) & batch["out_mask"]
+        played = ((out[:, :, None] == first[:, None, :]) & batch["in_mask"][:, None, :]).any(-1) & known
+        return logits + played.float()[..., None] * self.repeat  # (B, T, 2)
+
+
 class OutputHead(nn.Module):
     """Decoder states -> logits and loss.
 
-    skip: a 2-way softmax per position. seq: a softmax over the whole vocabulary
-    (reserved ids masked), trained with full cross-entropy or, when
+    skip: a 2-way softmax per position (plus ``WideSkipContext`` when the config
+    has ``use_context`` and ``wide_context``). seq: a softmax over the whole
+    vocabulary (reserved ids masked), trained with full cross-entropy or, when
     ``loss == "sampled_softmax"``, with a sampled softmax over `num_negatives`
     shared log-uniform negatives with the log-Q correction (Jean et al. 2015;
     TensorFlow's ``sampled_softmax_loss``); then training returns no logits.
-    Evaluation (``model.eval()``) always scores the full vocabulary.
+    Evaluation (``model.eval()``) always scores the full vocabulary. Positions
+    are weighted as ``config.position_weights`` says.
     """
 
     def __init__(self, hidden_dim: int, task: str, vocab_size: int, config: CommonConfig):
@@ -313,22 +424,34 @@ class OutputHead(nn.Module):
         self.vocab_size = vocab_size
         self.sampled = task == "seq" and config.loss == "sampled_softmax"
         self.num_negatives = min(config.num_negatives, vocab_size - FIRST_TRACK_ID)
+        self.position_weights = config.position_weights
         self.proj = nn.Linear(hidden_dim, 2 if task == "skip" else vocab_size)
+        self.wide = WideSkipContext() if task == "skip" and config.use_context and config.wide_context else None
 
-    def logits(self, hidden: torch.Tensor) -> torch.Tensor:
+    def logits(self, hidden: torch.Tensor, batch: dict | None = None) -> torch.Tensor:
         logits = self.proj(hidden)  # (B, T, 2 or V)
+        if self.wide is not None and batch is not None:
+            logits = logits + self.wide(batch)[:, : logits.shape[1]].to(logits.dtype)
         return mask_reserved_(logits) if self.task == "seq" else logits
+
+    def weights(self, batch: dict, mask: torch.Tensor) -> torch.Tensor:
+        if self.position_weights == "maa":
+            return maa_position_weights(batch["out_mask"]) * mask
+        return mask.float()
 
     def forward(self, hidden: torch.Tensor, batch: dict) -> tuple[torch.Tensor | None, torch.Tensor]:
         targets, mask = targets_of(batch, self.task), loss_mask(batch, self.task)
+        weights = self.weights(batch, mask)
         if self.sampled and self.training:
-            return None, self.sampled_softmax_loss(hidden, targets, mask)
-        logits = self.logits(hidden)
+            return None, self.sampled_softmax_loss(hidden, targets, mask, weights)
+        logits = self.logits(hidden, batch)
         safe_targets = torch.where(mask, targets, torch.full_like(targets, FIRST_TRACK_ID if self.task == "seq" else 0))
         losses = F.cross_entropy(logits.float().flatten(0, 1), safe_targets.flatten(), reduction="none")
-        return logits, masked_mean(losses.view_as(targets), mask)
+        return logits, weighted_mean(losses.view_as(targets), weights)
 
-    def sampled_softmax_loss(self, hidden: torch.Tensor, targets: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+    def sampled_softmax_loss(
+        self, hidden: torch.Tensor, targets: torch.Tensor, mask: torch.Tensor, weights: torch.Tensor
+    ) -> torch.Tensor:
         num_tracks = self.vocab_size - FIRST_TRACK_ID
         h = hidden[mask]  # (N, H): only the positions that count
         t = targets[mask]  # (N,)
@@ -344,7 +467,8 @@ class OutputHead(nn.Module):
         neg_logits = neg_logits.float() - (log_uniform_log_q(neg_ranks, num_tracks) + math.log(k))
         neg_logits = neg_logits.masked_fill(neg[None, :] == t[:, None], float("-inf"))  # accidental hits
         logits = torch.cat([true_logit[:, None], neg_logits], dim=1)  # (N, 1+K)
-        return F.cross_entropy(logits, torch.zeros_like(t))
+        losses = F.cross_entropy(logits, torch.zeros_like(t), reduction="none")
+        return weighted_mean(losses, weights[mask])
 
 
 # ---------------------------------------------------------------------------

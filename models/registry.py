@@ -21,7 +21,7 @@ from typing import Any, Callable
 import torch.nn as nn
 
 from models import bert, bert_fused, bigru, lstm, lstm_w2v, transformer
-from models.common import CommonConfig, DataInfo
+from models.common import COMMON_PAPER_VALUES, COMMON_SEARCH_SPACE, CommonConfig, DataInfo
 
 SEARCH_SPACE_KINDS = ("choice", "uniform", "loguniform", "randint")
 
@@ -55,9 +55,11 @@ class ModelSpec:
 
 
 def _spec(name: str, module, config_cls, pretrain=None) -> ModelSpec:
-    return ModelSpec(
-        name, config_cls, module.build, ("skip", "seq"), module.SEARCH_SPACE, module.PAPER_CONFIGS, pretrain
-    )
+    """A family's spec: its own space and paper configs plus the options every family has
+    (models.common.COMMON_SEARCH_SPACE: track dropout, loss position weights)."""
+    space = {**module.SEARCH_SPACE, **COMMON_SEARCH_SPACE}
+    paper = {task: {**COMMON_PAPER_VALUES, **config} for task, config in module.PAPER_CONFIGS.items()}
+    return ModelSpec(name, config_cls, module.build, ("skip", "seq"), space, paper, pretrain)
 
 
 MODELS: dict[str, ModelSpec] = {
