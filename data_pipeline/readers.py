@@ -12,6 +12,8 @@ Raw directory layout (as MSSD ships it, and as ``data_pipeline.synth`` writes it
 
 from __future__ import annotations
 
+import csv
+
 import gzip
 import hashlib
 from dataclasses import dataclass
@@ -93,7 +95,10 @@ def read_header(path: Path) -> list[str]:
     except (OSError, EOFError, UnicodeDecodeError) as error:
         raise SchemaError(f"{path}: cannot read the header line ({error}). Re-download or remove the file.") from None
     line = line.strip("\r\n")
-    return [c.strip() for c in line.split(",")] if line else []
+    if not line:
+        return []
+    # the csv module, so quoted names ("session_id","track_id_clean",...) read as the pyarrow parser reads them
+    return [c.strip() for c in next(csv.reader([line]))]
 
 
 def validate_raw_files(files: RawFiles) -> None:

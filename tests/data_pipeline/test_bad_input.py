@@ -310,3 +310,21 @@ def test_session_id_complete_in_two_files_drops_every_copy_and_its_plays(tmp_pat
     assert manifest["sessions"]["dropped_examples"]["duplicate_session_id"][0]["session_id"] == "s_twice"
     vocab = open_prepared(tmp_path / "out").vocab.column("track_id").to_pylist()
     assert not any(t.startswith("t_dup_") for t in vocab)
+
+
+def test_a_csv_with_quoted_header_and_values_reads_like_an_unquoted_one(tmp_path, ray_session):
+    # spreadsheet and pandas exports quote every field; that is valid CSV, not bad input
+    raw = tmp_path / "raw"
+    raw.mkdir()
+    rows = session_rows("s_quoted", 12)
+    lines = [",".join(f'"{c}"' for c in HEADER)] + [",".join(f'"{row.get(c, "")}"' for c in HEADER) for row in rows]
+    (raw / "log_0.csv").write_text("\n".join(lines) + "\n")
+    quoted = _prepare(raw, tmp_path / "quoted")
+    plain_raw = tmp_path / "plain_raw"
+    plain_raw.mkdir()
+    write_log(plain_raw / "log_0.csv", rows)
+    _prepare(plain_raw, tmp_path / "plain")
+    assert quoted["sessions"]["kept"] == 1 and quoted["rows"]["kept"] == 12
+    got, want = _session(tmp_path / "quoted", "s_quoted"), _session(tmp_path / "plain", "s_quoted")
+    for key in ("in_skip_2", "out_skip_2", "in_tracks", "in_premium", "in_reason_end"):
+        np.testing.assert_array_equal(got[key], want[key])
