@@ -323,6 +323,25 @@ class RLTrainer:
         truth = data["out_skip_2"] if self.task == "skip" else data["out_tracks"]
         return evaluate_predictions(preds, truth, data["out_mask"], loss=-mean_reward)
 
+    def predict_batches(self, batches, beam_size: int | None = None) -> dict:
+        """Greedy predictions over numpy task batches with the fitted skip threshold (no refit):
+        pred, truth, mask ([N, 10] each) and loss (minus the mean reward), as `Trainer.predict_batches`."""
+        if beam_size not in (None, 1):
+            raise ValueError("DDPG decodes greedily; beam_size must be 1")
+        preds, truths, masks, reward, weight = [], [], [], 0.0, 0
+        for batch in batches:
+            pred, _, mean_reward = self.rollout_in_chunks(batch, self.skip_threshold)
+            steps = int(batch["out_mask"].sum())
+            preds.append(pred)
+            truths.append(batch["out_skip_2"] if self.task == "skip" else batch["out_tracks"])
+            masks.append(batch["out_mask"])
+            reward, weight = reward + mean_reward * steps, weight + steps
+        if not preds:
+            empty = np.zeros((0, HALF_LENGTH), np.int64)
+            return {"pred": empty, "truth": empty, "mask": empty.astype(bool), "loss": float("nan")}
+        return {"pred": np.concatenate(preds), "truth": np.concatenate(truths), "mask": np.concatenate(masks),
+                "loss": -reward / max(weight, 1)}
+
     # -- checkpoints ------------------------------------------------------------
 
     def save(self, directory: str | Path) -> Path:

@@ -18,6 +18,10 @@ When the second half's labels are present (skip_2 for skip, track ids for
 seq), prints MAA and the other metrics. Rows whose skip / interaction columns
 are empty (as in the WSDM Cup's hidden second halves) are accepted: those
 cells are read as 0 / false, and no metrics are printed.
+
+DDPG checkpoints work too; they replay sessions through the environment, so
+they read the vocabulary from the prepared dataset they were trained on (its
+path is in the checkpoint's ``trainer.json``), which must still exist.
 """
 
 from __future__ import annotations
@@ -115,19 +119,34 @@ def write_predictions(path: Path, session_ids, n_in, n_out, pred: np.ndarray, ma
         pacsv.write_csv(table, path)
 
 
+def restore_checkpoint(checkpoint: Path, device: str):
+    """The trainer of a checkpoint directory and the folder holding its vocabulary and categories.
+
+    A supervised checkpoint carries them itself. A DDPG checkpoint (an RLlib
+    ``algorithm/`` folder) replays sessions through its environment, so it needs
+    the prepared dataset it was trained on, at the path its ``trainer.json`` names.
+    """
+    if (Path(checkpoint) / "algorithm").is_dir():
+        from rl.trainer import RLTrainer
+
+        trainer = RLTrainer.restore(checkpoint, device=device)
+        return trainer, trainer.data_dir
+    from tuning.trainer import Trainer
+
+    return Trainer.restore(checkpoint, data_dir=None, device=device), Path(checkpoint)
+
+
 def predict(checkpoint: Path, raw: list[Path], out: Path, protocol: str | None = None, beam: int | None = None,
             device: str = "auto", batch_size: int = 1024) -> dict:
     """Predict every session of `raw`; returns counts and (when labels are present) the metrics."""
-    from tuning.trainer import Trainer
-
     if out.suffix not in (".csv", ".parquet"):
         raise ValueError(f"--out {out}: name a .csv or .parquet file")
-    trainer = Trainer.restore(checkpoint, data_dir=None, device=device)
+    trainer, data_files = restore_checkpoint(checkpoint, device)
     protocol = protocol or trainer.protocol
     if protocol not in PROTOCOLS:
         raise ValueError(f"unknown protocol {protocol!r}: choose one of {', '.join(PROTOCOLS)}")
-    vocab = pq.read_table(checkpoint / "vocab.parquet").column("track_id").combine_chunks()
-    categories = json.loads((checkpoint / "categories.json").read_text())
+    vocab = pq.read_table(data_files / "vocab.parquet").column("track_id").combine_chunks()
+    categories = json.loads((data_files / "categories.json").read_text())
 
     files = find_log_files(raw)
     tables, empty_labels = read_logs(files)
@@ -157,7 +176,8 @@ def build_parser() -> argparse.ArgumentParser:
         prog="python -m tuning.predict",
         description="Predict the second half of new raw MSSD sessions with a trained checkpoint.",
     )
-    parser.add_argument("--checkpoint", type=Path, required=True, help="checkpoint directory written by tuning.train")
+    parser.add_argument("--checkpoint", type=Path, required=True, help="checkpoint directory written by tuning.train or "
+                        "tuning.search (DDPG ones also need the prepared dataset they were trained on)")
     parser.add_argument("--raw", type=Path, nargs="+", required=True, help="log files or folders of them (MSSD format)")
     parser.add_argument("--protocol", choices=list(PROTOCOLS), help="default: the protocol the model was trained with")
     parser.add_argument("--beam", type=int, help="beam size for seq decoding (default: the checkpoint's, greedy)")

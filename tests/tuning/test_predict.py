@@ -97,3 +97,26 @@ def test_predict_fails_with_one_line_for_a_missing_checkpoint(tmp_path, capsys):
     assert code == 2
     err = capsys.readouterr().err.strip()
     assert "not a checkpoint directory" in err and "\n" not in err
+
+
+def test_a_ddpg_checkpoint_predicts_new_raw_sessions_with_its_fitted_threshold(
+    synthetic_raw, synthetic_prepared, tmp_path, ray_session
+):
+    tiny = {"hidden_size": 16, "embedding_size": 8, "batch_size": 16, "learning_starts": 20,
+            "steps_per_iteration": 40, "iterations_per_epoch": 1, "env_steps_per_update": 10, "negative_ratio": 9,
+            "buffer_size": 1000}
+    trainer = make_trainer("skip", "ddpg", tiny, synthetic_prepared, protocol="challenge",
+                           cache_dir=tmp_path / "cache")
+    trainer.train_epoch()
+    expected = trainer.evaluate("val")  # fits the skip threshold the checkpoint keeps
+    checkpoint = trainer.save(tmp_path / "ddpg_ckpt")
+    trainer.algo.stop()
+    raw = raw_subset(synthetic_raw, val_session_ids(synthetic_prepared), tmp_path / "raw")
+    out = tmp_path / "ddpg.csv"
+    assert predict_main(["--checkpoint", str(checkpoint), "--raw", str(raw), "--out", str(out)]) == 0
+    rows = list(csv.DictReader(out.open()))
+    assert len(rows) == expected["sessions"]
+    from tuning.predict import predict
+
+    result = predict(checkpoint, [raw], tmp_path / "again.csv")
+    assert result["metrics"]["maa"] == pytest.approx(expected["maa"])
