@@ -10,7 +10,8 @@
     trainer = Trainer.restore("ckpt/")
 
 The training split streams through Ray Data (``input_path="ray"``, shuffled
-each epoch with a local buffer seeded by seed and epoch) or comes from
+each epoch by block order and within windows of ``shuffle_buffer`` sessions,
+seeded by seed and epoch) or comes from
 in-memory arrays (``input_path="memory"``, for small data and as the reference
 of the throughput benchmark). Evaluation reads the split's parquet shards in
 order, batch by batch, without Ray. Adam with the config's ``lr`` and
@@ -55,7 +56,7 @@ class TrainerOptions:
 
     grad_clip: float = 1.0  # max global gradient norm; 0 turns clipping off
     beam_size: int = 1  # seq decoding at evaluation: 1 = greedy (the paper)
-    shuffle_buffer: int = 4096  # Ray Data local shuffle buffer, in sessions
+    shuffle_buffer: int = 4096  # Ray path: sessions per shuffled window (0: no shuffle within windows)
     # Ray path only: keep block order fixed while streaming, so an epoch's order depends on the seed alone
     # (Ray otherwise hands over whichever block is read first; costs some throughput)
     preserve_order: bool = False
@@ -73,6 +74,14 @@ def resolve_device(device: str) -> torch.device:
     if device.startswith("cuda") and not torch.cuda.is_available():
         raise ValueError("--device cuda asked for, but torch sees no CUDA device; use --device cpu or auto")
     return torch.device(device)
+
+
+_NARROW_INTS = (torch.int8, torch.uint8, torch.int16, torch.int32)
+
+
+def _widen(tensor: torch.Tensor) -> torch.Tensor:
+    """int64 for the narrow integer columns of a compact batch (after the copy to the device)."""
+    return tensor.long() if tensor.dtype in _NARROW_INTS else tensor
 
 
 def label_key(task: str) -> str:
@@ -231,17 +240,25 @@ class Trainer:
                 yield to_torch(batch, self.device)
             return
         quiet_ray_data()
-        ds = self.dataset.ray_dataset("train", self.protocol).drop_columns(list(STRING_KEYS))
+        ds = self.dataset.ray_dataset("train", self.protocol, compact=True).drop_columns(list(STRING_KEYS))
         ds = ds.randomize_block_order(seed=epoch_seed)
         if self.options.preserve_order:
             ds.context.execution_options.preserve_order = True
-        for batch in ds.iter_torch_batches(
-            batch_size=self.batch_size,
-            device="cpu",
-            local_shuffle_buffer_size=self.options.shuffle_buffer or None,
-            local_shuffle_seed=epoch_seed if self.options.shuffle_buffer else None,
-        ):
-            yield {k: v.to(self.device, non_blocking=True) for k, v in batch.items()}
+        # Windowed shuffle: Ray Data hands over windows of `shuffle_buffer` sessions (blocks in random
+        # order, read and split ahead in Ray workers while this thread trains); each window is permuted
+        # here and cut into minibatches. Same mixing as a local shuffle buffer of that size, at a fraction
+        # of the driver's CPU (Ray's local shuffle buffer re-concatenates per batch: 0.6x the in-memory
+        # rate for a small LSTM on 2 cores, against 0.9x and more this way; BENCHMARKS.md).
+        size = self.batch_size
+        window = -(-max(self.options.shuffle_buffer, size) // size) * size  # a whole number of batches
+        rng = np.random.default_rng(epoch_seed)
+        for chunk in ds.iter_batches(batch_size=window, batch_format="numpy", prefetch_batches=2):
+            n = len(chunk["length"])
+            order = rng.permutation(n) if self.options.shuffle_buffer else np.arange(n)
+            tensors = {k: torch.from_numpy(np.ascontiguousarray(v)) for k, v in chunk.items()}
+            for start in range(0, n, size):
+                index = torch.from_numpy(order[start : start + size])
+                yield {k: _widen(v.index_select(0, index).to(self.device, non_blocking=True)) for k, v in tensors.items()}
 
     def _autocast(self):
         if self.amp_dtype is None:

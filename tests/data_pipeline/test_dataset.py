@@ -84,6 +84,18 @@ def test_ray_path_equals_in_memory_path(synthetic_prepared, ray_session, protoco
         assert memory[key].dtype == ray_path[key].dtype, key
 
 
+def test_compact_ray_path_holds_the_same_values_in_the_stored_narrow_types(synthetic_prepared, ray_session):
+    dataset = open_prepared(synthetic_prepared)
+    memory = dataset.numpy_split("val", "challenge")
+    batches = list(dataset.ray_dataset("val", "challenge", compact=True).iter_batches(batch_size=None, batch_format="numpy"))
+    compact = {key: np.concatenate([b[key] for b in batches]) for key in batches[0]}
+    a, b = np.argsort(memory["session_id"]), np.argsort(compact["session_id"])
+    for key in memory:
+        assert np.array_equal(memory[key][a], compact[key][b]), key
+    assert compact["in_tracks"].dtype == np.int32 and compact["out_skip_2"].dtype == np.int8
+    assert compact["in_mask"].dtype == bool and compact["length"].dtype == np.int64
+
+
 def test_ray_dataset_streams_in_batches_without_materialising(synthetic_prepared, ray_session):
     import ray.data
     from ray.data.dataset import MaterializedDataset
