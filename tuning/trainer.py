@@ -38,6 +38,7 @@ import pyarrow.parquet as pq
 import torch
 
 from data_pipeline.dataset import PROTOCOLS, is_uri, iter_numpy_batches, open_prepared, split_halves, table_to_batch
+from data_pipeline.schema import PREPARED_SESSION_SCHEMA
 from models.baselines import get_baseline
 from models.metrics import evaluate_predictions
 
@@ -60,9 +61,29 @@ class TrainerOptions:
     # Ray path only: keep block order fixed while streaming, so an epoch's order depends on the seed alone
     # (Ray otherwise hands over whichever block is read first; costs some throughput)
     preserve_order: bool = False
+    # Ray path: keep the read-and-split train split in Ray's object store after the first epoch, so later
+    # epochs only reshuffle it. "auto": when it takes at most CACHE_SHARE of the cluster's object store
+    # (small data; a 3.3M-session split streams); "always"; "never" (re-read every epoch)
+    cache_train: str = "auto"
+
+    def __post_init__(self):
+        if self.cache_train not in CACHE_MODES:
+            raise ValueError(f"cache_train = {self.cache_train!r}: choose one of {', '.join(CACHE_MODES)}")
     eval_batch_size: int = 1024
     amp: bool = True  # mixed precision on CUDA (no effect on CPU)
     show_progress: bool = False
+
+
+# Bytes of one session in a compact Ray block (stored per-position types, two masks, three int64 counts),
+# and the share of the cluster's object store a trial may fill with its cached train split: several trials
+# run at once, each with its own copy.
+COMPACT_SESSION_BYTES = sum(
+    field.type.list_size * field.type.value_type.bit_width // 8
+    for field in PREPARED_SESSION_SCHEMA
+    if pa.types.is_fixed_size_list(field.type)
+) + 2 * 10 + 3 * 8
+CACHE_SHARE = 0.05
+CACHE_MODES = ("auto", "always", "never")
 
 
 def resolve_device(device: str) -> torch.device:
@@ -168,6 +189,7 @@ class Trainer:
         self.epoch = 0
         self.history: list[dict] = []
         self._memory_train: dict[str, np.ndarray] | None = None
+        self._cached_train = None  # the materialised Ray train split (cache_train)
 
         torch.manual_seed(seed)
         np.random.seed(seed)
@@ -240,7 +262,7 @@ class Trainer:
                 yield to_torch(batch, self.device)
             return
         quiet_ray_data()
-        ds = self.dataset.ray_dataset("train", self.protocol, compact=True).drop_columns(list(STRING_KEYS))
+        ds = self._ray_train_split()
         ds = ds.randomize_block_order(seed=epoch_seed)
         if self.options.preserve_order:
             ds.context.execution_options.preserve_order = True
@@ -259,6 +281,29 @@ class Trainer:
             for start in range(0, n, size):
                 index = torch.from_numpy(order[start : start + size])
                 yield {k: _widen(v.index_select(0, index).to(self.device, non_blocking=True)) for k, v in tensors.items()}
+
+    def _ray_train_split(self):
+        """The train split as compact task rows on Ray Data, materialised once when `cache_train` says so."""
+        if self._cached_train is not None:
+            return self._cached_train
+        ds = self.dataset.ray_dataset("train", self.protocol, compact=True).drop_columns(list(STRING_KEYS))
+        if self.options.preserve_order:
+            ds.context.execution_options.preserve_order = True
+        if not self._should_cache_train():
+            return ds
+        self._cached_train = ds.materialize()
+        return self._cached_train
+
+    def _should_cache_train(self) -> bool:
+        mode = self.options.cache_train
+        if mode in ("always", "never"):
+            return mode == "always"
+        import ray
+
+        if not ray.is_initialized():
+            ray.init()  # what Ray Data would do on first use; the cluster's object store decides
+        store = float(ray.cluster_resources().get("object_store_memory", 0.0))
+        return self.dataset.num_sessions("train") * COMPACT_SESSION_BYTES <= CACHE_SHARE * store
 
     def _autocast(self):
         if self.amp_dtype is None:

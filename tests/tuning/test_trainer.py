@@ -121,3 +121,26 @@ def test_train_cli_fails_with_one_line_and_status_2(argv, message, capsys):
     assert train_main(argv) == 2
     err = capsys.readouterr().err.strip()
     assert message in err and "\n" not in err
+
+
+def test_a_small_train_split_is_cached_in_the_object_store_once_and_reshuffled_per_epoch(synthetic_prepared, ray_session):
+    from ray.data.dataset import MaterializedDataset
+
+    cached = make_trainer("skip", "lstm", TINY_SKIP, synthetic_prepared, protocol="challenge", device="cpu",
+                          input_path="ray", seed=3)
+    first = [b["length"].clone() for b in cached._train_batches()]
+    assert isinstance(cached._cached_train, MaterializedDataset)  # "auto": a 2.4K-session split fits
+    split = cached._cached_train
+    cached.epoch += 1
+    second = [b["length"].clone() for b in cached._train_batches()]
+    assert cached._cached_train is split  # read and split once
+    assert sum(len(b) for b in second) == sum(len(b) for b in first) == cached.dataset.num_sessions("train")
+    assert not all(len(a) == len(b) and bool((a == b).all()) for a, b in zip(first, second))  # a new order
+
+    streamed = make_trainer("skip", "lstm", {**TINY_SKIP, "cache_train": "never"}, synthetic_prepared,
+                            protocol="challenge", device="cpu", input_path="ray", seed=3)
+    assert sum(len(b["length"]) for b in streamed._train_batches()) == streamed.dataset.num_sessions("train")
+    assert streamed._cached_train is None
+    with pytest.raises(ValueError, match="cache_train = 'sometimes'"):
+        make_trainer("skip", "lstm", {**TINY_SKIP, "cache_train": "sometimes"}, synthetic_prepared,
+                     protocol="challenge", device="cpu", input_path="ray")
