@@ -143,14 +143,17 @@ class Family:
 def known_families() -> dict[str, Family]:
     """Every searchable family: the registry's models, then ``ddpg`` when rl/spec.py exists."""
     from models.registry import MODELS
+    from tuning.trainer import TrainerOptions
 
+    # trainer options (cache_train, shuffle_buffer, grad_clip, ...) can be pinned with --fix like model fields
+    options = frozenset(f.name for f in dataclasses.fields(TrainerOptions))
     families = {
         name: Family(
             name,
             tuple(spec.tasks),
             dict(spec.search_space),
             dict(spec.paper_configs),
-            frozenset(f.name for f in dataclasses.fields(spec.config_cls)),
+            frozenset(f.name for f in dataclasses.fields(spec.config_cls)) | options,
         )
         for name, spec in MODELS.items()
     }
@@ -295,7 +298,8 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--resume", action="store_true", help="continue the experiment --name (default: the latest of --task)")
     parser.add_argument("--seed", type=int, default=0, help="seeds the sampler and every trial")
     parser.add_argument("--fix", action="append", default=[], metavar="FIELD=VALUE",
-                        help="pin a config field in every trial instead of searching it, e.g. --fix use_context=true (repeatable)")
+                        help="pin a config field or trainer option in every trial instead of searching it, "
+                        "e.g. --fix use_context=true, --fix cache_train=never (repeatable)")
     parser.add_argument("--points", type=Path, metavar="FILE.json",
                         help='configurations to try first, before the paper\'s: a JSON list of {"model": NAME, FIELD: VALUE, ...}')
     parser.add_argument("--no-baselines", dest="baselines", action="store_false", help="do not score the simple baselines")
