@@ -1,4 +1,4 @@
-"""What the benchmark scripts say about the machine they ran on."""
+"""What the benchmark scripts say about the machine they ran on, and how they hand over their tables."""
 
 from __future__ import annotations
 
@@ -15,3 +15,11 @@ def cpu_model() -> str:
     except OSError:
         pass
     return platform.processor() or "unknown"
+
+
+def emit(block: str, out: Path | None) -> None:
+    """Print a benchmark's markdown block and, when `out` is given, write it there too."""
+    print(block)
+    if out:
+        out.parent.mkdir(parents=True, exist_ok=True)
+        out.write_text(block + "\n")

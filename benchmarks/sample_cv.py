@@ -36,7 +36,7 @@ from pathlib import Path
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
-from benchmarks.machine import cpu_model  # noqa: E402
+from benchmarks.machine import cpu_model, emit  # noqa: E402
 
 SAMPLE = REPO.parent / "shared" / "data" / "mssd_sample"
 BASELINES = ("all_skip", "session_majority", "copy_last_skip")
@@ -183,10 +183,7 @@ def main(argv=None) -> int:
         chosen = [r[f"{m} chosen"] for r in rows]
         lines.append(f"{m}: variant chosen on val per fold: " + "; ".join(f"{i}: {c}" for i, c in enumerate(chosen)))
     block = "\n".join(lines)
-    print(block)
-    if args.out:
-        args.out.parent.mkdir(parents=True, exist_ok=True)
-        args.out.write_text(block + "\n")
+    emit(block, args.out)
     return 0
 
 

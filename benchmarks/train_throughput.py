@@ -30,6 +30,7 @@ from pathlib import Path
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
+from benchmarks.machine import emit  # noqa: E402
 from benchmarks.model_quality import BENCH_CONFIGS, machine  # noqa: E402
 
 
@@ -123,10 +124,7 @@ def main(argv=None) -> int:
             lines.append(f"| {label} | {rate:.0f} | {val['maa']:.4f} | {val['first_accuracy']:.4f} |")
         lines.append("")
     block = "\n".join(lines)
-    print(block)
-    if args.out:
-        args.out.parent.mkdir(parents=True, exist_ok=True)
-        args.out.write_text(block + "\n")
+    emit(block, args.out)
     return 0
 
 
