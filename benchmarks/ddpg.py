@@ -27,7 +27,7 @@ import numpy as np
 
 REPO = Path(__file__).resolve().parents[1]
 
-from benchmarks.machine import cpu_model  # noqa: E402
+from benchmarks.machine import cpu_model, emit  # noqa: E402
 SAMPLE_RAW = REPO.parent / "shared" / "data" / "mssd_sample"
 PAPER = {("skip", "no noise"): "43.0", ("skip", "noise"): "43.7", ("skip", "noise with decay"): "43.7 (\"with noise\")",
          ("seq", "no noise"): "3.01 (one DDPG row)", ("seq", "noise"): "3.01", ("seq", "noise with decay"): "3.01"}
@@ -190,10 +190,7 @@ def main(argv=None) -> None:
         if r["setting"] == "no noise":
             lines.append(f"| {r['data']} | {r['task']} | {r['env_steps_per_s']:.0f} | {r['rllib_env_steps_per_s']:.0f} | "
                          f"{r['updates_per_s']:.1f} | {r['seconds']:.0f} |")
-    block = "\n".join(lines) + "\n"
-    print(block)
-    args.out.parent.mkdir(parents=True, exist_ok=True)
-    args.out.write_text(block)
+    emit("\n".join(lines), args.out)
 
 
 if __name__ == "__main__":

@@ -31,7 +31,7 @@ import torch
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
-from benchmarks.machine import cpu_model  # noqa: E402
+from benchmarks.machine import cpu_model, emit  # noqa: E402
 
 from data_pipeline.dataset import split_halves  # noqa: E402
 from data_pipeline.schema import FIRST_TRACK_ID, MAX_SESSION_LENGTH, SEQUENCE_COLUMN_NAMES  # noqa: E402
@@ -151,10 +151,7 @@ def main(argv: list[str] | None = None) -> None:
                 lines.append(f"| {name} | beam {args.beam} | {b['maa']:.4f} | {b['first_accuracy']:.4f} | (eval {r['beam_seconds']:.1f} s) |")
             print("\n".join(lines[-2:]), flush=True)
 
-    block = "\n".join(lines) + "\n"
-    print(block)
-    args.out.parent.mkdir(parents=True, exist_ok=True)
-    args.out.write_text(block)
+    emit("\n".join(lines), args.out)
 
 
 if __name__ == "__main__":

@@ -301,12 +301,6 @@ def mask_reserved_(logits: torch.Tensor) -> torch.Tensor:
     return logits
 
 
-def masked_mean(values: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
-    """Mean of `values` over the True positions of `mask` (0 when there are none)."""
-    mask = mask.to(values.dtype)
-    return (values * mask).sum() / mask.sum().clamp(min=1.0)
-
-
 def weighted_mean(values: torch.Tensor, weights: torch.Tensor) -> torch.Tensor:
     """Sum of values * weights over the sum of weights (0 when every weight is 0)."""
     weights = weights.to(values.dtype)
@@ -371,7 +365,7 @@ class WideSkipContext(nn.Module):
         "short_pause_before_play", "long_pause_before_play", "is_shuffle", "premium",
     )
     COUNTS = ("n_seekfwd", "n_seekback")
-    num_features = 2 * len(FLAGS) + 2 * len(COUNTS) + 2 + 2
+    num_features = 2 * len(FLAGS) + 2 * len(COUNTS) + 1 + 2  # last/mean of each, skip_2 before last, lengths
 
     def __init__(self, positions: int = 10):
         super().__init__()
@@ -395,7 +389,6 @@ class WideSkipContext(nn.Module):
         skips = batch["in_skip_2"].float()
         parts.append(torch.where(n_in >= 2, skips[rows, before], skips[rows, last]))
         parts += [batch["n_in"].float() / self.positions, batch["n_out"].float() / self.positions]
-        parts.append(torch.ones_like(parts[0]))  # a per-position bias besides the linear bias
         return torch.stack(parts, dim=-1)  # (B, num_features)
 
     def forward(self, batch: dict) -> torch.Tensor:

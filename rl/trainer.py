@@ -319,9 +319,8 @@ class RLTrainer:
             data = {k: v[: self.config.eval_sessions] for k, v in data.items()}
         if self.task == "skip":
             self.skip_threshold = self.fit_skip_threshold()
-        preds, _, mean_reward = self.rollout_in_chunks(data, self.skip_threshold)
-        truth = data["out_skip_2"] if self.task == "skip" else data["out_tracks"]
-        return evaluate_predictions(preds, truth, data["out_mask"], loss=-mean_reward)
+        run = self.predict_batches([data])
+        return evaluate_predictions(run["pred"], run["truth"], run["mask"], loss=run["loss"])
 
     def predict_batches(self, batches, beam_size: int | None = None) -> dict:
         """Greedy predictions over numpy task batches with the fitted skip threshold (no refit):

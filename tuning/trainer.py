@@ -65,13 +65,13 @@ class TrainerOptions:
     # epochs only reshuffle it. "auto": when it takes at most CACHE_SHARE of the cluster's object store
     # (small data; a 3.3M-session split streams); "always"; "never" (re-read every epoch)
     cache_train: str = "auto"
+    eval_batch_size: int = 1024
+    amp: bool = True  # mixed precision on CUDA (no effect on CPU)
+    show_progress: bool = False
 
     def __post_init__(self):
         if self.cache_train not in CACHE_MODES:
             raise ValueError(f"cache_train = {self.cache_train!r}: choose one of {', '.join(CACHE_MODES)}")
-    eval_batch_size: int = 1024
-    amp: bool = True  # mixed precision on CUDA (no effect on CPU)
-    show_progress: bool = False
 
 
 # Bytes of one session in a compact Ray block (stored per-position types, two masks, three int64 counts),
@@ -189,7 +189,7 @@ class Trainer:
         self.epoch = 0
         self.history: list[dict] = []
         self._memory_train: dict[str, np.ndarray] | None = None
-        self._cached_train = None  # the materialised Ray train split (cache_train)
+        self._train_split = None  # the Ray train split, streaming or materialised (cache_train); built once
 
         torch.manual_seed(seed)
         np.random.seed(seed)
@@ -283,16 +283,14 @@ class Trainer:
                 yield {k: _widen(v.index_select(0, index).to(self.device, non_blocking=True)) for k, v in tensors.items()}
 
     def _ray_train_split(self):
-        """The train split as compact task rows on Ray Data, materialised once when `cache_train` says so."""
-        if self._cached_train is not None:
-            return self._cached_train
-        ds = self.dataset.ray_dataset("train", self.protocol, compact=True).drop_columns(list(STRING_KEYS))
-        if self.options.preserve_order:
-            ds.context.execution_options.preserve_order = True
-        if not self._should_cache_train():
-            return ds
-        self._cached_train = ds.materialize()
-        return self._cached_train
+        """The train split as compact task rows on Ray Data, built on the first call: streaming (read
+        again by every epoch) or materialised once, as `cache_train` says."""
+        if self._train_split is None:
+            ds = self.dataset.ray_dataset("train", self.protocol, compact=True).drop_columns(list(STRING_KEYS))
+            if self.options.preserve_order:
+                ds.context.execution_options.preserve_order = True
+            self._train_split = ds.materialize() if self._should_cache_train() else ds
+        return self._train_split
 
     def _should_cache_train(self) -> bool:
         mode = self.options.cache_train

@@ -129,18 +129,18 @@ def test_a_small_train_split_is_cached_in_the_object_store_once_and_reshuffled_p
     cached = make_trainer("skip", "lstm", TINY_SKIP, synthetic_prepared, protocol="challenge", device="cpu",
                           input_path="ray", seed=3)
     first = [b["length"].clone() for b in cached._train_batches()]
-    assert isinstance(cached._cached_train, MaterializedDataset)  # "auto": a 2.4K-session split fits
-    split = cached._cached_train
+    assert isinstance(cached._train_split, MaterializedDataset)  # "auto": a 2.4K-session split fits
+    split = cached._train_split
     cached.epoch += 1
     second = [b["length"].clone() for b in cached._train_batches()]
-    assert cached._cached_train is split  # read and split once
+    assert cached._train_split is split  # read and split once
     assert sum(len(b) for b in second) == sum(len(b) for b in first) == cached.dataset.num_sessions("train")
     assert not all(len(a) == len(b) and bool((a == b).all()) for a, b in zip(first, second))  # a new order
 
     streamed = make_trainer("skip", "lstm", {**TINY_SKIP, "cache_train": "never"}, synthetic_prepared,
                             protocol="challenge", device="cpu", input_path="ray", seed=3)
     assert sum(len(b["length"]) for b in streamed._train_batches()) == streamed.dataset.num_sessions("train")
-    assert streamed._cached_train is None
+    assert not isinstance(streamed._train_split, MaterializedDataset)  # streamed, not cached
     with pytest.raises(ValueError, match="cache_train = 'sometimes'"):
         make_trainer("skip", "lstm", {**TINY_SKIP, "cache_train": "sometimes"}, synthetic_prepared,
                      protocol="challenge", device="cpu", input_path="ray")
