@@ -223,7 +223,7 @@ def pretrain(config, dataset, cache_dir: str | Path) -> dict:
     path = Path(cache_dir) / f"bert-{cache_key(dataset.fingerprint, **params)}.pt"
     if path.exists():
         log.info("BERT: loading cached pre-trained weights %s", path)
-        return {"bert": torch.load(path, map_location="cpu")["state_dict"]}
+        return {"bert": torch.load(path, map_location="cpu", weights_only=True)["state_dict"]}
     torch.manual_seed(config.pretrain_seed)
     model = BertLM(bert, dataset.vocab_size, dropout=config.pretrain_dropout)
     tracks, lengths = train_session_tracks(dataset, config.pretrain_max_sessions)

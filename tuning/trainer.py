@@ -194,7 +194,7 @@ class Trainer:
         torch.manual_seed(seed)
         np.random.seed(seed)
         if _restore_from is not None:
-            saved = torch.load(_restore_from / CHECKPOINT_FILE, map_location="cpu", weights_only=False)
+            saved = load_weights(_restore_from / CHECKPOINT_FILE)
             self.pretrained = saved["pretrained"]
         else:
             if self.dataset is None:
@@ -425,7 +425,8 @@ class Trainer:
                 "epoch": self.epoch,
                 "history": self.history,
                 "torch_rng": torch.get_rng_state(),
-                "pretrained": self.pretrained,
+                # tensors only (numpy word2vec vectors too), so that restore can load with weights_only=True
+                "pretrained": {k: _as_tensors(v) for k, v in self.pretrained.items()},
             },
             directory / CHECKPOINT_FILE,
         )
@@ -474,6 +475,38 @@ class Trainer:
         )
         trainer._checkpoint_dir = directory
         return trainer
+
+
+class CheckpointError(ValueError):
+    """A checkpoint file that cannot be loaded safely; the message names the file."""
+
+
+def load_weights(path: Path) -> dict:
+    """A checkpoint.pt as plain data: tensors, numbers, strings, lists and dicts, nothing else.
+
+    ``weights_only=True`` makes torch refuse any pickled object that is not one of
+    those, so a checkpoint from elsewhere cannot run code when it is loaded.
+    """
+    try:
+        saved = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as error:  # noqa: BLE001 - truncated, foreign or malicious files all end here
+        reason = str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__
+        raise CheckpointError(
+            f"{path}: not a checkpoint this project wrote, or damaged ({reason}); "
+            "only tensors and plain data are loaded from checkpoints"
+        ) from None
+    if not isinstance(saved, dict):
+        raise CheckpointError(f"{path}: expected a dict of weights, found {type(saved).__name__}")
+    return saved
+
+
+def _as_tensors(value):
+    """Pre-trained weights as tensors (a numpy array becomes one; a state dict keeps its tensors)."""
+    if isinstance(value, np.ndarray):
+        return torch.from_numpy(value)
+    if isinstance(value, dict):
+        return {k: _as_tensors(v) for k, v in value.items()}
+    return value
 
 
 def _data_dir_str(data_dir: str | Path | None) -> str | None:

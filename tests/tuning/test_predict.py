@@ -120,3 +120,46 @@ def test_a_ddpg_checkpoint_predicts_new_raw_sessions_with_its_fitted_threshold(
 
     result = predict(checkpoint, [raw], tmp_path / "again.csv")
     assert result["metrics"]["maa"] == pytest.approx(expected["maa"])
+
+
+class _TouchOnLoad:
+    """A pickled object that, when unpickled, creates a file: what a hostile checkpoint would do."""
+
+    def __init__(self, marker):
+        self.marker = marker
+
+    def __reduce__(self):
+        import pathlib
+
+        return (pathlib.Path.touch, (pathlib.Path(self.marker),))
+
+
+def test_a_checkpoint_holding_code_is_refused_without_running_it(skip_checkpoint, synthetic_raw, tmp_path, capsys):
+    import shutil
+
+    import torch
+
+    checkpoint, _ = skip_checkpoint
+    hostile = tmp_path / "hostile"
+    shutil.copytree(checkpoint, hostile)
+    marker = tmp_path / "code-ran"
+    torch.save({"model": _TouchOnLoad(marker)}, hostile / "checkpoint.pt")
+    out = tmp_path / "pred.csv"
+    assert predict_main(["--checkpoint", str(hostile), "--raw", str(synthetic_raw), "--out", str(out), "--device", "cpu"]) == 2
+    err = capsys.readouterr().err.strip()
+    assert not marker.exists()
+    assert err.count("\n") == 0 and str(hostile / "checkpoint.pt") in err
+    assert not out.exists()
+
+
+def test_a_truncated_checkpoint_fails_with_one_line_naming_the_file(skip_checkpoint, synthetic_raw, tmp_path, capsys):
+    import shutil
+
+    checkpoint, _ = skip_checkpoint
+    broken = tmp_path / "broken"
+    shutil.copytree(checkpoint, broken)
+    data = (broken / "checkpoint.pt").read_bytes()
+    (broken / "checkpoint.pt").write_bytes(data[: len(data) // 2])
+    assert predict_main(["--checkpoint", str(broken), "--raw", str(synthetic_raw), "--out", str(tmp_path / "p.csv")]) == 2
+    err = capsys.readouterr().err.strip()
+    assert err.count("\n") == 0 and str(broken / "checkpoint.pt") in err
