@@ -57,6 +57,7 @@ import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
 from data_pipeline import readers
+from data_pipeline.ray_runtime import init_ray
 from data_pipeline.schema import (
     CATEGORICAL_SEQUENCE_COLUMNS,
     CATEGORICAL_VALUES,
@@ -152,19 +153,6 @@ class PrepareOptions:
 # ---------------------------------------------------------------------------
 # Ray
 # ---------------------------------------------------------------------------
-
-
-def ensure_ray(address: str | None = None) -> None:
-    """Connect to `address` / RAY_ADDRESS, or start a local instance on every core."""
-    import ray
-
-    if ray.is_initialized():
-        return
-    address = address or os.environ.get("RAY_ADDRESS")
-    if address:
-        ray.init(address=address, log_to_driver=False)
-    else:
-        ray.init(num_cpus=os.cpu_count(), include_dashboard=False, log_to_driver=False)
 
 
 def _read_logs(files: readers.RawFiles):
@@ -437,14 +425,7 @@ def prepare(options: PrepareOptions) -> dict:
     files = readers.find_raw_files(raw)
     readers.validate_raw_files(files)
     _check_out(out)
-    ensure_ray(options.address)
-    import ray.data
-
-    context = ray.data.DataContext.get_current()
-    context.enable_progress_bars = options.show_progress
-    context.enable_operator_progress_bars = options.show_progress
-    if not options.show_progress:
-        logging.getLogger("ray.data").setLevel(logging.WARNING)
+    init_ray(options.address)
     rule = options.split_rule()
     staging = out.with_name(f".{out.name}.tmp-{uuid.uuid4().hex[:8]}")
     staging.mkdir(parents=True)

@@ -16,14 +16,9 @@ def ray_session():
     """A real local Ray instance (2 CPUs, bounded object store), started once per session."""
     import ray
 
-    if not ray.is_initialized():
-        ray.init(
-            num_cpus=2,
-            object_store_memory=512 * 1024 * 1024,
-            include_dashboard=False,
-            log_to_driver=False,
-            configure_logging=False,
-        )
+    from data_pipeline.ray_runtime import init_ray
+
+    init_ray(num_cpus=2, object_store_memory=512 * 1024 * 1024)
     yield ray
     # Left running for the rest of the session; pytest exit shuts it down.
 

@@ -5,7 +5,8 @@
 - ``address`` (``--address``) or the ``RAY_ADDRESS`` environment variable names a
   running cluster (``auto`` finds one started on this machine with ``ray start``);
 - otherwise a local Ray instance starts in this process, with the dashboard on
-  127.0.0.1 (``dashboard_host`` changes that).
+  127.0.0.1 (``data_pipeline.ray_runtime.init_ray``: everything listens on the
+  loopback interface only).
 
 Token authentication: Ray 2.59+ turns it on for new local clusters; the token
 is written to ``~/.ray/auth_token`` and every process started here inherits
@@ -44,8 +45,8 @@ def _token_auth_on() -> bool:
 def connect(
     address: str | None = None,
     num_cpus: int | None = None,
-    dashboard_host: str = "127.0.0.1",
     object_store_memory: int | None = None,
+    verbose: bool = False,
 ) -> ClusterInfo:
     """Join the cluster at `address` / RAY_ADDRESS, or start a local Ray with its dashboard.
 
@@ -55,6 +56,8 @@ def connect(
     import ray
     from ray.exceptions import AuthenticationError
 
+    from data_pipeline.ray_runtime import init_ray
+
     started_here = False
     dashboard_url = None
     if ray.is_initialized():
@@ -62,18 +65,9 @@ def connect(
     else:
         address = address or os.environ.get("RAY_ADDRESS") or None
         try:
-            if address:
-                context = ray.init(address=address, log_to_driver=False, configure_logging=False)
-            else:
-                context = ray.init(
-                    num_cpus=num_cpus,
-                    object_store_memory=object_store_memory,
-                    include_dashboard=True,
-                    dashboard_host=dashboard_host,
-                    log_to_driver=False,
-                    configure_logging=False,
-                )
-                started_here = True
+            context = init_ray(address, num_cpus=num_cpus, object_store_memory=object_store_memory, dashboard=True,
+                               verbose=verbose)
+            started_here = not address
         except AuthenticationError as error:
             raise ClusterError(
                 f"the Ray cluster at {address} refused this driver's token ({error.message.strip()}). "

@@ -92,9 +92,8 @@ def format_table(rows: list[tuple[str, dict, dict | None]]) -> str:
 
 
 def run(args) -> dict:
-    import ray
-
     from data_pipeline.dataset import open_prepared
+    from data_pipeline.ray_runtime import init_ray
     from models.baselines import BASELINES
     from tuning.trainer import evaluate_baseline, make_trainer
 
@@ -116,8 +115,8 @@ def run(args) -> dict:
     out = args.out or Path("runs") / f"{task}-{model}-{datetime.now(timezone.utc):%Y%m%d-%H%M%S}"
     out.mkdir(parents=True, exist_ok=True)
 
-    if args.input_path == "ray" and not ray.is_initialized():
-        ray.init(include_dashboard=False, log_to_driver=False, configure_logging=False)
+    if args.input_path == "ray":
+        init_ray()
     config["show_progress"] = True
     trainer = make_trainer(task, model, config, data_dir, protocol=args.protocol, device=args.device,
                            seed=args.seed, input_path=args.input_path, cache_dir=args.cache_dir)

@@ -38,6 +38,7 @@ import pyarrow.parquet as pq
 import torch
 
 from data_pipeline.dataset import PROTOCOLS, is_uri, iter_numpy_batches, open_prepared, split_halves, table_to_batch
+from data_pipeline.ray_runtime import quiet_ray_data
 from data_pipeline.schema import PREPARED_SESSION_SCHEMA
 from models.baselines import get_baseline
 from models.metrics import evaluate_predictions
@@ -126,15 +127,6 @@ def iter_split_batches(dataset, split: str, protocol: str, batch_size: int) -> I
             batch = split_halves(table_to_batch(pa.Table.from_batches([record_batch])), protocol)
             if len(batch["length"]):
                 yield batch
-
-
-def quiet_ray_data() -> None:
-    """The trainer shows its own progress; Ray Data's per-epoch bars and plan logs would bury it."""
-    from ray.data import DataContext
-
-    context = DataContext.get_current()
-    context.enable_progress_bars = False
-    context.print_on_execution_start = False
 
 
 def split_config(model_name: str, config_cls, config: dict) -> tuple[object, TrainerOptions]:
@@ -298,8 +290,9 @@ class Trainer:
             return mode == "always"
         import ray
 
-        if not ray.is_initialized():
-            ray.init()  # what Ray Data would do on first use; the cluster's object store decides
+        from data_pipeline.ray_runtime import init_ray
+
+        init_ray()  # what Ray Data would do on first use; the cluster's object store decides
         store = float(ray.cluster_resources().get("object_store_memory", 0.0))
         return self.dataset.num_sessions("train") * COMPACT_SESSION_BYTES <= CACHE_SHARE * store
 
