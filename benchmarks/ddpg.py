@@ -65,7 +65,7 @@ def env_steps_per_s(trainer, seconds: float = 3.0) -> float:
 
 
 def baseline_maa(task: str, data_dir: Path, protocol: str) -> dict[str, float]:
-    from tuning.trainer import evaluate_baseline
+    from tuning.evaluate import evaluate_baseline
 
     return {name: evaluate_baseline(task, name, data_dir, "val", protocol)["maa"] for name in BASELINES[task]}
 

@@ -62,7 +62,7 @@ def machine() -> str:
 
 def train_select_test(task, model, variants, data_dir, protocol, epochs, cache_dir):
     """Train each config variant; pick the epoch-final model with the best val MAA; test it once."""
-    from tuning.trainer import make_trainer
+    from tuning.families import make_trainer
 
     best = None
     tried = []
@@ -83,7 +83,7 @@ def train_select_test(task, model, variants, data_dir, protocol, epochs, cache_d
 
 def baselines(task, data_dir, protocol):
     from models.baselines import BASELINES
-    from tuning.trainer import evaluate_baseline
+    from tuning.evaluate import evaluate_baseline
 
     return {
         name: {split: evaluate_baseline(task, name, data_dir, split, protocol) for split in ("val", "test")}

@@ -75,7 +75,7 @@ def prepare_fold(raw: Path, work: Path, fold: int, test_fraction: float) -> Path
 
 def train_variant(model: str, config: dict, data: Path, epochs: int, seeds: int) -> dict:
     """Mean over seeds of (best val MAA, test MAA at that epoch)."""
-    from tuning.trainer import make_trainer
+    from tuning.families import make_trainer
 
     vals, tests = [], []
     for seed in range(seeds):
@@ -123,7 +123,7 @@ def main(argv=None) -> int:
         if not (raw / name).exists():
             (raw / name).symlink_to((args.raw / name).resolve())
 
-    from tuning.trainer import evaluate_baseline
+    from tuning.evaluate import evaluate_baseline
 
     models = [m for m in args.models.split(",") if m]
     unknown = [m for m in models if m not in VARIANTS]

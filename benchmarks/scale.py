@@ -120,7 +120,7 @@ def run_stage(name: str, command: list[str], env: dict | None = None, timeout_s:
 def _epoch_stage(data: str, model: str, input_path: str, evaluate: bool) -> None:
     """One epoch of `model` (its paper config) and, with `evaluate`, one val evaluation; prints SCALE_FIGURES."""
     from models.registry import get_model
-    from tuning.trainer import make_trainer
+    from tuning.families import make_trainer
 
     config = dict(get_model(model).paper_configs[TASK])
     trainer = make_trainer(TASK, model, config, data, input_path=input_path, device="auto")
@@ -148,7 +148,7 @@ def _epoch_stage(data: str, model: str, input_path: str, evaluate: bool) -> None
 def search_command(data: Path, storage: Path, name: str, model: str, trials: int, extra: list[str]) -> list[str]:
     return [
         sys.executable, "-m", "tuning.search", "--task", TASK, "--model", model, "--data", str(data),
-        "--num-samples", str(trials), "--max-epochs", "1", "--scheduler", "none", "--no-baselines", "--no-test",
+        "--trials-per-family", str(trials), "--no-paper-configs", "--max-epochs", "1", "--scheduler", "none", "--no-baselines", "--no-test",
         "--storage", str(storage), "--name", name, *extra,
     ]
 

@@ -75,7 +75,7 @@ def training_speed(vocab_size: int, loss: str, negatives: int, batch_size: int, 
 
 
 def quality(data: Path, config: dict, loss: str, negatives: int, epochs: int, beam: int, device: str) -> dict:
-    from tuning.trainer import make_trainer
+    from tuning.families import make_trainer
 
     config = {**config, "loss": loss, "num_negatives": negatives}
     trainer = make_trainer("seq", "transformer", config, data, protocol="challenge", device=device, input_path="memory")

@@ -35,7 +35,7 @@ from benchmarks.model_quality import BENCH_CONFIGS, machine  # noqa: E402
 
 def epoch_rates(task, model, config, data_dir, repeats, protocol):
     """Best sessions/s of `repeats` epochs per input path, alternating the paths; plus the first Ray epoch."""
-    from tuning.trainer import make_trainer
+    from tuning.families import make_trainer
 
     trainers = {path: make_trainer(task, model, config, data_dir, protocol=protocol, device="cpu", input_path=path)
                 for path in ("memory", "ray")}
@@ -101,7 +101,7 @@ def main(argv=None) -> int:
     lines.append("")
 
     if not args.skip_big:
-        from tuning.trainer import make_trainer
+        from tuning.families import make_trainer
 
         print("[train_throughput] large-vocabulary dataset", file=sys.stderr, flush=True)
         big = big_vocab_dataset(args.work, args.big_tracks, args.big_sessions)

@@ -7,9 +7,8 @@ so they all follow the same rules:
 - a Ray instance this process already holds is reused (tests, notebooks);
 - ``address`` (``--address``) or the ``RAY_ADDRESS`` environment variable
   joins a running cluster (``auto`` finds one started on this machine);
-- otherwise a local instance starts, bound to 127.0.0.1: its raylet, GCS,
-  dashboard and agents listen on the loopback interface only, so nothing on
-  the network can reach a laptop's search;
+- otherwise a local instance starts, bound to 127.0.0.1 (its node address
+  and the dashboard), with Ray's token authentication on;
 - Ray's own log lines stay out of the console unless ``verbose``; Ray Data's
   INFO lines and progress bars too (``quiet_ray_data``).
 """
@@ -50,6 +49,9 @@ def init_ray(
     }
     if address:
         return ray.init(address=address, **common)
+    # Ray 2.59+ protects a new local instance with a token (made on first use, ~/.ray/auth_token) and
+    # warns that it does so; the protection stays, the warning goes unless verbose.
+    logging.getLogger("ray._private.authentication").setLevel(logging.INFO if verbose else logging.ERROR)
     return ray.init(
         num_cpus=num_cpus,
         object_store_memory=object_store_memory,
@@ -69,3 +71,5 @@ def quiet_ray_data(verbose: bool = False) -> None:
     context.enable_operator_progress_bars = verbose
     context.print_on_execution_start = verbose
     logging.getLogger("ray.data").setLevel(logging.INFO if verbose else logging.WARNING)
+    # Ray Data warns, once per process, that the progress bars it was asked to hide are hidden.
+    logging.getLogger("ray.data._internal.progress").setLevel(logging.INFO if verbose else logging.ERROR)

@@ -4,6 +4,9 @@ Each baseline is a class with ``fit(train, vocab_size=None) -> self`` and ``pred
 np.ndarray`` int64 [B, 10], where ``train`` and ``batch`` are task batches of
 ``data_pipeline.dataset`` (``PreparedDataset.numpy_split`` or one batch of it).
 Positions outside ``out_mask`` hold a prediction too; metrics ignore them.
+The seq baselines also ``rank(batch, k)``: int64 [B, 10, k], each position's k
+best tracks, best first, for the ranking metrics (``models.metrics``); like
+the models, they rank a position knowing the true tracks before it.
 
 skip task (predict skip_2 of the output half; 1 = skipped):
 - ``all_skip`` / ``no_skip``: the constant predictors (FACTS.md: the paper's
@@ -133,17 +136,32 @@ class RandomTrack:
     def predict(self, batch: dict[str, np.ndarray]) -> np.ndarray:
         return self.rng.integers(FIRST_TRACK_ID, self.vocab_size, size=batch["out_mask"].shape, dtype=np.int64)
 
+    def rank(self, batch: dict[str, np.ndarray], k: int) -> np.ndarray:
+        return self.rng.integers(FIRST_TRACK_ID, self.vocab_size, size=(*batch["out_mask"].shape, k), dtype=np.int64)
+
+
+def _top_popular(counts: np.ndarray, k: int) -> np.ndarray:
+    """The k most played track ids (ties: smaller id first), padded with the last one when fewer exist."""
+    order = np.lexsort((np.arange(len(counts)), -counts))
+    order = order[order >= FIRST_TRACK_ID][:k]
+    if len(order) == 0:
+        order = np.array([FIRST_TRACK_ID])
+    return np.concatenate([order, np.full(k - len(order), order[-1])]).astype(np.int64) if len(order) < k else order
+
 
 class MostPopular:
     """The most played training track at every position."""
 
     def fit(self, train: dict[str, np.ndarray], vocab_size: int | None = None) -> "MostPopular":
-        counts = _track_counts(train, vocab_size)
-        self.track = int(np.argmax(counts)) if counts.any() else FIRST_TRACK_ID
+        self.counts = _track_counts(train, vocab_size)
+        self.track = int(np.argmax(self.counts)) if self.counts.any() else FIRST_TRACK_ID
         return self
 
     def predict(self, batch: dict[str, np.ndarray]) -> np.ndarray:
         return np.full(batch["out_mask"].shape, self.track, dtype=np.int64)
+
+    def rank(self, batch: dict[str, np.ndarray], k: int) -> np.ndarray:
+        return np.broadcast_to(_top_popular(self.counts, k), (*batch["out_mask"].shape, k)).copy()
 
 
 class MarkovChain:
@@ -151,22 +169,31 @@ class MarkovChain:
 
     def fit(self, train: dict[str, np.ndarray], vocab_size: int | None = None) -> "MarkovChain":
         counts = _track_counts(train, vocab_size)
+        self.counts = counts
         self.popular = int(np.argmax(counts)) if counts.any() else FIRST_TRACK_ID
         size = len(counts)
         tracks = _full_sessions(train)
         prev, nxt = tracks[:, :-1].ravel(), tracks[:, 1:].ravel()
         keep = (prev >= FIRST_TRACK_ID) & (nxt >= FIRST_TRACK_ID)
-        transitions = sp.coo_matrix(
+        self.transitions = sp.coo_matrix(
             (np.ones(int(keep.sum()), dtype=np.int64), (prev[keep], nxt[keep])), shape=(size, size)
         ).tocsr()  # duplicates summed
+        self.transitions.sum_duplicates()
         # successor[v] = argmax_w count(v -> w), smallest w on ties; popular when v has none
-        self.successor = np.full(size, self.popular, dtype=np.int64)
-        transitions.sum_duplicates()
-        transitions.sort_indices()
-        for v in np.flatnonzero(np.diff(transitions.indptr)):
-            start, end = transitions.indptr[v], transitions.indptr[v + 1]
-            self.successor[v] = transitions.indices[start + int(np.argmax(transitions.data[start:end]))]
+        self.successor = self.successors(1)[:, 0]
         return self
+
+    def successors(self, k: int) -> np.ndarray:
+        """int64 [V, k]: each track's k most frequent successors (ties: smaller id), then popular tracks."""
+        matrix = self.transitions
+        size = matrix.shape[0]
+        rows = np.repeat(np.arange(size), np.diff(matrix.indptr))
+        order = np.lexsort((matrix.indices, -matrix.data, rows))  # by row, count descending, id
+        rank = np.arange(len(order)) - matrix.indptr[rows[order]]
+        top = rank < k
+        out = np.broadcast_to(_top_popular(self.counts, k), (size, k)).copy()
+        out[rows[order][top], rank[top]] = matrix.indices[order][top]
+        return out
 
     def predict(self, batch: dict[str, np.ndarray]) -> np.ndarray:
         current = _last_input(batch, "tracks")
@@ -181,6 +208,13 @@ class MarkovChain:
             steps.append(current)
         return np.stack(steps, axis=1).astype(np.int64)
 
+    def rank(self, batch: dict[str, np.ndarray], k: int) -> np.ndarray:
+        """At each position, the k most frequent successors of the true previous track."""
+        previous = np.concatenate([_last_input(batch, "tracks")[:, None], batch["out_tracks"][:, :-1]], axis=1)
+        known = (previous >= FIRST_TRACK_ID) & (previous < len(self.successor))
+        table = self.successors(k)
+        return np.where(known[..., None], table[np.where(known, previous, 0)], _top_popular(self.counts, k))
+
 
 class SessionKNN:
     """Session-based kNN over training sessions, voting position by position."""
@@ -191,6 +225,7 @@ class SessionKNN:
 
     def fit(self, train: dict[str, np.ndarray], vocab_size: int | None = None) -> "SessionKNN":
         counts = _track_counts(train, vocab_size)
+        self.counts = counts
         self.size = len(counts)
         self.popular = int(np.argmax(counts)) if counts.any() else FIRST_TRACK_ID
         self.sessions = _full_sessions(train)  # (N, 20)
@@ -211,18 +246,22 @@ class SessionKNN:
         return matrix
 
     def predict(self, batch: dict[str, np.ndarray]) -> np.ndarray:
+        return self.rank(batch, 1)[..., 0]
+
+    def rank(self, batch: dict[str, np.ndarray], k: int) -> np.ndarray:
+        """Each position's k most voted tracks, then popular tracks where fewer got votes."""
         width = batch["out_mask"].shape[1]
-        out = np.full((len(batch["n_in"]), width), self.popular, dtype=np.int64)
+        out = np.empty((len(batch["n_in"]), width, k), dtype=np.int64)
         for start in range(0, len(out), self.chunk_size):
             stop = start + self.chunk_size
-            out[start:stop] = self._predict_chunk(batch["in_tracks"][start:stop], width)
+            out[start:stop] = self._rank_chunk(batch["in_tracks"][start:stop], width, k)
         return out
 
-    def _predict_chunk(self, in_tracks: np.ndarray, width: int) -> np.ndarray:
+    def _rank_chunk(self, in_tracks: np.ndarray, width: int, k: int) -> np.ndarray:
         queries = self._item_sets(in_tracks)
         query_norms = np.sqrt(np.asarray(queries.sum(axis=1)).ravel())
         overlap = (queries @ self.items.T).tocsr()  # (Q, N) shared items
-        out = np.full((len(in_tracks), width), self.popular, dtype=np.int64)
+        out = np.broadcast_to(_top_popular(self.counts, k), (len(in_tracks), width, k)).copy()
         padded = np.concatenate([self.sessions, np.zeros((len(self.sessions), width), np.int64)], axis=1)
         for q in range(len(in_tracks)):
             start, end = overlap.indptr[q], overlap.indptr[q + 1]
@@ -245,12 +284,14 @@ class SessionKNN:
             weights = np.broadcast_to(similarity[:, None], follow.shape)[valid]
             unique, inverse = np.unique(keys, return_inverse=True)
             votes = np.bincount(inverse, weights=weights)
-            # best per position: sort by (position, -votes, key) and take each position's first
+            # per position: sort by (position, -votes, key); the first k of each position are its ranking
             order = np.lexsort((unique, -votes, unique // self.size))
-            first = np.ones(len(order), dtype=bool)
-            first[1:] = (unique[order][1:] // self.size) != (unique[order][:-1] // self.size)
-            best = unique[order][first]
-            out[q, best // self.size] = best % self.size
+            ranked = unique[order]
+            pos = ranked // self.size
+            first_of_position = np.searchsorted(pos, pos, side="left")
+            rank = np.arange(len(ranked)) - first_of_position
+            keep = rank < k
+            out[q, pos[keep], rank[keep]] = ranked[keep] % self.size
         return out
 
 

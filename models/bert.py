@@ -356,3 +356,7 @@ PAPER_CONFIGS = {
     "skip": {"dropout": 0.2, "lr": 1e-5, "batch_size": 256},
     "seq": {"dropout": 0.2, "lr": 1e-4, "batch_size": 256},
 }
+
+# --budget small: a 64-d, 2-layer BERT pre-trained for one epoch on 5,000 sessions (the paper's
+# 256-d, 4-layer BERT pre-trained on every session takes many minutes on a laptop).
+SMALL_SETTINGS = {"embedding_dim": 64, "num_layers": 2, "ffn_dim": 256, "pretrain_epochs": 1, "pretrain_max_sessions": 5000}

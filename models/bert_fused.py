@@ -179,3 +179,8 @@ SEARCH_SPACE = {
 }
 
 PAPER_CONFIGS = {task: dict(config) for task, config in transformer.PAPER_CONFIGS.items()}  # the standard Transformer's sizes
+
+# --budget small: the same small BERT as bert.py's, so both families share one pre-training run.
+SMALL_SETTINGS = {
+    "bert_embedding_dim": 64, "bert_num_layers": 2, "bert_ffn_dim": 256, "pretrain_epochs": 1, "pretrain_max_sessions": 5000,
+}

@@ -11,8 +11,16 @@ Mean average accuracy (MAA), per session:
 
 where T is the number of unmasked positions, L(i) is 1 when the i-th of them is
 predicted right, and A(i) is the accuracy over the first i of them. MAA is the
-mean of AA over the sessions with T > 0. Worked example (FACTS.md): truth 11111
-with one error at position 1/2/3/4/5 gives AA 0.543/0.643/0.710/0.760/0.800.
+mean of AA over the sessions with T > 0. Worked example: truth 11111 with one
+error at position 1/2/3/4/5 gives AA 0.543/0.643/0.710/0.760/0.800 (an error at
+position 1 costs most: every later A(i) counts it).
+
+Ranking metrics for the ``seq`` task (``ranking_metrics``), the convention of
+RecBole and Transformers4Rec: at each second-half position the model ranks
+the whole vocabulary for the next track, given the first half and the true
+tracks before that position; Recall@K is the share of positions whose true
+track is in the top K, NDCG@K averages 1 / log2(1 + rank) over them (0 beyond
+K), MRR@K averages 1 / rank (0 beyond K). Averaged over every real position.
 """
 
 from __future__ import annotations
@@ -20,6 +28,7 @@ from __future__ import annotations
 import numpy as np
 
 HISTOGRAM_BINS = 11  # 0..10 correct predictions in a session
+RANK_CUTOFF = 10  # K of Recall@K, NDCG@K, MRR@K
 
 
 def _check_shapes(**arrays: np.ndarray) -> None:
@@ -52,8 +61,27 @@ def mean_average_accuracy(pred: np.ndarray, truth: np.ndarray, mask: np.ndarray)
     return float(aa.mean()) if len(aa) else 0.0
 
 
+def ranking_metrics(top: np.ndarray, truth: np.ndarray, mask: np.ndarray) -> dict:
+    """Recall@K, NDCG@K and MRR@K over the unmasked positions; `top` [B, T, K] holds each
+    position's K best-ranked ids, best first (K = ``top.shape[2]``)."""
+    top, truth, mask = np.asarray(top), np.asarray(truth), np.asarray(mask, dtype=bool)
+    _check_shapes(truth=truth, mask=mask, top=top[..., 0])
+    k = top.shape[2]
+    hit = top == truth[..., None]  # (B, T, K): at most one True per position (ids are distinct)
+    found = hit.any(axis=2) & mask
+    rank = np.argmax(hit, axis=2) + 1  # 1-based rank where found
+    count = int(mask.sum())
+    if count == 0:
+        return {f"recall_at_{k}": 0.0, f"ndcg_at_{k}": 0.0, f"mrr_at_{k}": 0.0}
+    return {
+        f"recall_at_{k}": float(found.sum() / count),
+        f"ndcg_at_{k}": float(np.where(found, 1.0 / np.log2(1.0 + rank), 0.0).sum() / count),
+        f"mrr_at_{k}": float(np.where(found, 1.0 / rank, 0.0).sum() / count),
+    }
+
+
 def evaluate_predictions(
-    pred: np.ndarray, truth: np.ndarray, mask: np.ndarray, loss: float | None = None
+    pred: np.ndarray, truth: np.ndarray, mask: np.ndarray, loss: float | None = None, top: np.ndarray | None = None
 ) -> dict:
     """Every metric of the paper for one set of predictions, as plain Python values.
 
@@ -61,7 +89,8 @@ def evaluate_predictions(
     ``accuracy_at`` (list of T: accuracy at position t over the sessions that have
     it; NaN where no session has it), ``correct_histogram`` (list of 11: number
     of sessions with k correct predictions, k = 0..10), ``sessions`` (sessions
-    with at least one unmasked position) and ``loss`` when one is given.
+    with at least one unmasked position), ``loss`` when one is given, and the
+    ranking metrics of `top` (see `ranking_metrics`) when it is given.
     """
     pred, truth, mask = np.asarray(pred), np.asarray(truth), np.asarray(mask, dtype=bool)
     _check_shapes(pred=pred, truth=truth, mask=mask)
@@ -83,4 +112,6 @@ def evaluate_predictions(
     }
     if loss is not None:
         result["loss"] = float(loss)
+    if top is not None:
+        result.update(ranking_metrics(top, truth, mask))
     return result

@@ -1,8 +1,10 @@
 """The model registry: name -> config class, builder, tasks, search space, paper configs.
 
 Adding a model is adding a file (a config dataclass, ``build``,
-``SEARCH_SPACE``, ``PAPER_CONFIGS`` and optionally ``pretrain``) and one line
-in ``MODELS``.
+``SEARCH_SPACE``, ``PAPER_CONFIGS`` and optionally ``pretrain``,
+``START_OVERRIDES`` and ``SMALL_SETTINGS``) and one line in ``MODELS``; the
+search, ``tuning.train`` and ``tuning.predict`` then know it
+(``tuning/families.py``).
 
 Search spaces are plain data (no Ray here), one entry per config field:
 ``("choice", [values])``, ``("uniform", low, high)``, ``("loguniform", low,
@@ -20,6 +22,7 @@ from typing import Any, Callable
 
 import torch.nn as nn
 
+from data_pipeline.tasks import TASKS
 from models import bert, bert_fused, bigru, lstm, lstm_w2v, transformer
 from models.common import COMMON_PAPER_VALUES, COMMON_SEARCH_SPACE, CommonConfig, DataInfo
 
@@ -38,6 +41,10 @@ class ModelSpec:
     paper_configs: dict[str, dict[str, Any]]  # task -> the paper's best config
     # (config, dataset, cache_dir) -> dict merged into DataInfo.pretrained; cached on disk
     pretrain: Callable[[CommonConfig, Any, Path], dict] | None = None
+    # task -> fields the search's first point sets on top of the paper's configuration (see tuning.families)
+    start_overrides: dict[str, dict[str, Any]] = dataclasses.field(default_factory=dict)
+    # fields a laptop-sized search (--budget small) pins when the family does not search them
+    small_settings: dict[str, Any] = dataclasses.field(default_factory=dict)
 
     def make_config(self, values: dict[str, Any] | None = None, task: str | None = None) -> CommonConfig:
         """The config from `values` (unknown keys are an error), on top of the paper's config for
@@ -59,7 +66,10 @@ def _spec(name: str, module, config_cls, pretrain=None) -> ModelSpec:
     (models.common.COMMON_SEARCH_SPACE: track dropout, loss position weights)."""
     space = {**module.SEARCH_SPACE, **COMMON_SEARCH_SPACE}
     paper = {task: {**COMMON_PAPER_VALUES, **config} for task, config in module.PAPER_CONFIGS.items()}
-    return ModelSpec(name, config_cls, module.build, ("skip", "seq"), space, paper, pretrain)
+    return ModelSpec(
+        name, config_cls, module.build, TASKS, space, paper, pretrain,
+        start_overrides=getattr(module, "START_OVERRIDES", {}), small_settings=getattr(module, "SMALL_SETTINGS", {}),
+    )
 
 
 MODELS: dict[str, ModelSpec] = {

@@ -36,10 +36,10 @@ import numpy as np
 
 from data_pipeline.dataset import HALF_LENGTH, open_prepared
 from data_pipeline.schema import CATEGORICAL_VALUES, FIRST_TRACK_ID
+from data_pipeline.tasks import TASKS
 from rl.negatives import NegativeSampler
 
 ENV_NAME = "mssd_session_replay"
-TASKS = ("skip", "seq")
 HISTORY_LENGTH = 5  # the paper keeps the last 5 positively rewarded tracks
 CONTEXT_TYPE_SLOTS = 1 + len(CATEGORICAL_VALUES["context_type"]) + 1  # pad/unknown, known values, any other
 CONTEXT_SIZE = 6 + CONTEXT_TYPE_SLOTS

@@ -28,7 +28,6 @@ supervised losses.
 from __future__ import annotations
 
 import hashlib
-import json
 import os
 import shutil
 import sys
@@ -40,10 +39,11 @@ import torch
 
 from data_pipeline.dataset import HALF_LENGTH, PROTOCOLS, open_prepared
 from data_pipeline.schema import FIRST_TRACK_ID
+from data_pipeline.tasks import check_task, label_key
+from models.checkpoint import DATA_FILES, CheckpointError, read_state, resolve_device, write_state
 from models.metrics import evaluate_predictions
 from rl.env import (
     ENV_NAME,
-    TASKS,
     build_observation,
     initial_history,
     load_table,
@@ -55,7 +55,6 @@ from rl.env import (
 from rl.negatives import NegativeSampler
 from rl.spec import NAME, DDPGModelConfig
 
-STATE_FILE = "trainer.json"
 TABLE_FILE = "track_table.npy"
 ALGORITHM_DIR = "algorithm"
 THRESHOLD_SESSIONS = 2000  # training sessions used to fit the skip threshold
@@ -81,13 +80,13 @@ class RLTrainer:
     ):
         if model != NAME:
             raise ValueError(f"RLTrainer trains model {NAME!r} only, got {model!r}")
-        if task not in TASKS:
-            raise ValueError(f"unknown task {task!r}: choose one of {', '.join(TASKS)}")
+        check_task(task)
         if protocol not in PROTOCOLS:
             raise ValueError(f"unknown protocol {protocol!r}: choose one of {', '.join(PROTOCOLS)}")
         if data_dir is None:
             raise ValueError("DDPG replays sessions: give the prepared data directory (data_dir=...)")
-        self.task, self.protocol, self.seed, self.input_path = task, protocol, int(seed), input_path
+        self.task, self.model_name, self.protocol = task, NAME, protocol
+        self.seed, self.input_path = int(seed), input_path
         self.config = DDPGModelConfig.from_dict(dict(config or {}))
         self.data_dir = Path(data_dir)
         self.dataset = open_prepared(self.data_dir)
@@ -98,14 +97,14 @@ class RLTrainer:
         else:
             self.table_path = track_embedding_table(self.dataset, self.config.embedding_size, self.seed, cache)
         self.table = load_table(self.table_path, self.dataset.vocab_size)
-        self.device = torch.device("cuda" if device == "auto" and torch.cuda.is_available() else ("cpu" if device == "auto" else device))
+        self.device = resolve_device(device)
         self.epoch = 0
         self.skip_threshold = 0.0
         self._splits: dict[str, dict[str, np.ndarray]] = {}
         self.algo = self._build_algorithm()
         if _restore_from is not None:
             self.algo.restore_from_path(str(Path(_restore_from, ALGORITHM_DIR).resolve()))
-            state = json.loads(Path(_restore_from, STATE_FILE).read_text())
+            state = read_state(_restore_from)
             self.epoch = int(state["epoch"])
             self.skip_threshold = float(state["skip_threshold"])
 
@@ -332,7 +331,7 @@ class RLTrainer:
             pred, _, mean_reward = self.rollout_in_chunks(batch, self.skip_threshold)
             steps = int(batch["out_mask"].sum())
             preds.append(pred)
-            truths.append(batch["out_skip_2"] if self.task == "skip" else batch["out_tracks"])
+            truths.append(batch[label_key(self.task)])
             masks.append(batch["out_mask"])
             reward, weight = reward + mean_reward * steps, weight + steps
         if not preds:
@@ -350,6 +349,9 @@ class RLTrainer:
         self.algo.save_to_path(str((directory / ALGORITHM_DIR).resolve()))
         if Path(self.table_path).resolve() != (directory / TABLE_FILE).resolve():
             shutil.copyfile(self.table_path, directory / TABLE_FILE)
+        for name in DATA_FILES:  # the vocabulary and categories tuning.predict encodes new sessions with
+            if (self.data_dir / name).resolve() != (directory / name).resolve():
+                shutil.copyfile(self.data_dir / name, directory / name)
         state = {
             "task": self.task,
             "model": NAME,
@@ -363,23 +365,20 @@ class RLTrainer:
             "data_fingerprint": self.dataset.fingerprint,
             "num_parameters": self.num_parameters,
         }
-        (directory / STATE_FILE).write_text(json.dumps(state, indent=2))
+        write_state(directory, state)
         return directory
 
     @classmethod
     def restore(cls, directory: str | Path, data_dir: str | Path | None = "saved", device: str = "auto") -> "RLTrainer":
         """Rebuild a trainer from `save`'s directory; `data_dir` defaults to the one it was trained on."""
         directory = Path(directory)
-        if not (directory / STATE_FILE).exists() or not (directory / ALGORITHM_DIR).is_dir():
-            raise FileNotFoundError(
-                f"{directory}: not a DDPG checkpoint directory (needs {STATE_FILE} and {ALGORITHM_DIR}/, "
-                "written by RLTrainer.save)"
-            )
-        state = json.loads((directory / STATE_FILE).read_text())
-        if data_dir == "saved":
-            data_dir = state["data_dir"]
+        state = read_state(directory)
+        if not (directory / ALGORITHM_DIR).is_dir():
+            raise CheckpointError(f"{directory}: not a DDPG checkpoint directory (no {ALGORITHM_DIR}/, written by RLTrainer.save)")
+        if data_dir in ("saved", None):  # DDPG replays sessions through its environment, even to predict
+            data_dir = state.get("data_dir")
         if data_dir is None or not Path(data_dir, "manifest.json").exists():
-            raise FileNotFoundError(
+            raise CheckpointError(
                 f"{directory}: DDPG needs its prepared dataset to run the environment; {data_dir} is not one. "
                 "Pass data_dir=<prepared directory>."
             )

@@ -1,9 +1,10 @@
 """Load a training configuration from JSON or YAML, and apply `key=value` overrides.
 
-A config file is either a flat mapping of config fields (``{"lr": 1e-3,
-"hidden_size": 256}``) or a search result as written to ``best_configs/*.json``
-(``{"task": "skip", "model": "lstm", "config": {...}, ...}``); the latter also
-says which task and model it belongs to.
+A config is either a flat mapping of config fields (``{"lr": 1e-3,
+"hidden_size": 256}``, JSON or YAML), a search result as written to
+``best_configs/*.json`` (``{"task": "skip", "model": "lstm", "config": {...},
+...}``), or a checkpoint directory (its ``trainer.json``, e.g. a search's
+``best/<model>/``); the last two also say which task and model they belong to.
 """
 
 from __future__ import annotations
@@ -19,11 +20,23 @@ class ConfigError(ValueError):
 
 
 def load_config_file(path: str | Path) -> tuple[dict, str | None, str | None]:
-    """(config, task, model) from a JSON or YAML file; task/model are None for a flat mapping."""
+    """(config, task, model) from a JSON or YAML file or a checkpoint directory; task/model are None
+    for a flat mapping."""
     path = Path(path)
+    if path.is_dir():
+        from models.checkpoint import CheckpointError, read_state
+
+        try:
+            state = read_state(path)
+        except CheckpointError as error:
+            raise ConfigError(str(error)) from None
+        return {k: _coerce(v) for k, v in state["config"].items()}, state["task"], state["model"]
     if not path.is_file():
         raise ConfigError(f"{path}: config file not found")
-    text = path.read_text()
+    try:
+        text = path.read_text()
+    except UnicodeDecodeError:
+        raise ConfigError(f"{path}: not a text file; give a JSON or YAML config, or a checkpoint directory") from None
     try:
         data = json.loads(text) if path.suffix == ".json" else yaml.safe_load(text)
     except (json.JSONDecodeError, yaml.YAMLError) as error:

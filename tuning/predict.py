@@ -1,6 +1,6 @@
 """Score new raw MSSD sessions with a trained checkpoint.
 
-    python -m tuning.predict --checkpoint runs/skip-lstm/checkpoint --raw new_logs/ --out predictions.csv
+    python -m tuning.predict --checkpoint experiments/<name>/best/lstm --raw new_logs/ --out predictions.csv
 
 Reads raw session logs (``log_*.csv[.gz]`` / ``.parquet`` files, or a folder of
 them) in the 21-column MSSD format, turns rows into sessions with the same code
@@ -19,9 +19,8 @@ seq), prints MAA and the other metrics. Rows whose skip / interaction columns
 are empty (as in the WSDM Cup's hidden second halves) are accepted: those
 cells are read as 0 / false, and no metrics are printed.
 
-DDPG checkpoints work too; they replay sessions through the environment, so
-they read the vocabulary from the prepared dataset they were trained on (its
-path is in the checkpoint's ``trainer.json``), which must still exist.
+Every model family's checkpoints work (tuning.families restores them); a
+checkpoint holds no pickled objects, so loading one runs no code from it.
 """
 
 from __future__ import annotations
@@ -39,7 +38,7 @@ import pyarrow.parquet as pq
 
 from data_pipeline import readers
 from data_pipeline.dataset import PROTOCOLS, iter_numpy_batches, split_halves, table_to_batch
-from data_pipeline.schema import FIRST_TRACK_ID, LOG_COLUMNS, SchemaError
+from data_pipeline.schema import FIRST_TRACK_ID, LOG_COLUMNS, UNK_ID, SchemaError
 from data_pipeline.sessions import DROP_REASONS, DROPPED, FRAGMENT, KEPT, SplitRule, encode_block, merge_fragments, sessionize_block
 from models.metrics import evaluate_predictions
 
@@ -120,20 +119,15 @@ def write_predictions(path: Path, session_ids, n_in, n_out, pred: np.ndarray, ma
 
 
 def restore_checkpoint(checkpoint: Path, device: str):
-    """The trainer of a checkpoint directory and the folder holding its vocabulary and categories.
+    """The trainer of a checkpoint directory (any family; see tuning.families), for prediction only.
 
-    A supervised checkpoint carries them itself. A DDPG checkpoint (an RLlib
-    ``algorithm/`` folder) replays sessions through its environment, so it needs
-    the prepared dataset it was trained on, at the path its ``trainer.json`` names.
+    Every checkpoint carries the vocabulary, categories and track features it was
+    trained with (models.checkpoint.DATA_FILES), checked against the hashes its
+    trainer.json recorded; nothing in it is unpickled.
     """
-    if (Path(checkpoint) / "algorithm").is_dir():
-        from rl.trainer import RLTrainer
+    from tuning.families import restore_trainer
 
-        trainer = RLTrainer.restore(checkpoint, device=device)
-        return trainer, trainer.data_dir
-    from tuning.trainer import Trainer
-
-    return Trainer.restore(checkpoint, data_dir=None, device=device), Path(checkpoint)
+    return restore_trainer(checkpoint, data_dir=None, device=device)
 
 
 def predict(checkpoint: Path, raw: list[Path], out: Path, protocol: str | None = None, beam: int | None = None,
@@ -141,17 +135,21 @@ def predict(checkpoint: Path, raw: list[Path], out: Path, protocol: str | None =
     """Predict every session of `raw`; returns counts and (when labels are present) the metrics."""
     if out.suffix not in (".csv", ".parquet"):
         raise ValueError(f"--out {out}: name a .csv or .parquet file")
-    trainer, data_files = restore_checkpoint(checkpoint, device)
+    trainer = restore_checkpoint(checkpoint, device)
     protocol = protocol or trainer.protocol
     if protocol not in PROTOCOLS:
         raise ValueError(f"unknown protocol {protocol!r}: choose one of {', '.join(PROTOCOLS)}")
-    vocab = pq.read_table(data_files / "vocab.parquet").column("track_id").combine_chunks()
-    categories = json.loads((data_files / "categories.json").read_text())
+    vocab = pq.read_table(Path(checkpoint) / "vocab.parquet").column("track_id").combine_chunks()
+    categories = json.loads((Path(checkpoint) / "categories.json").read_text())
 
     files = find_log_files(raw)
     tables, empty_labels = read_logs(files)
     sessions, dropped = sessions_from_logs(tables, vocab.slice(FIRST_TRACK_ID), categories)
-    batch = split_halves(table_to_batch(sessions), protocol)
+    everything = table_to_batch(sessions)
+    lengths = everything["length"].astype(np.int64)
+    played = np.arange(everything["tracks"].shape[1])[None, :] < lengths[:, None]
+    unknown = int(((everything["tracks"] == UNK_ID) & played).sum())  # counted before the protocol leaves any out
+    batch = split_halves(everything, protocol)
     run = trainer.predict_batches(iter_numpy_batches(batch, batch_size), beam_size=beam)
     write_predictions(out, batch.get("session_id", np.zeros(0, str)), batch["n_in"], batch["n_out"], run["pred"],
                       run["mask"], trainer.task, np.asarray(vocab.to_pylist(), dtype=object))
@@ -162,12 +160,13 @@ def predict(checkpoint: Path, raw: list[Path], out: Path, protocol: str | None =
         "predicted": int(len(batch["length"])),
         "left_out_by_protocol": int(sessions.num_rows - len(batch["length"])),
         "dropped": dropped,
-        "unknown_tracks": int((batch["in_tracks"] == 3).sum() + (batch["out_tracks"] == 3).sum()),
+        "unknown_tracks": unknown,
+        "plays": int(lengths.sum()),
         "protocol": protocol,
         "labels_present": empty_labels == 0 or trainer.task == "seq",
     }
     if result["labels_present"] and len(batch["length"]):
-        result["metrics"] = evaluate_predictions(run["pred"], run["truth"], run["mask"], loss=run["loss"])
+        result["metrics"] = evaluate_predictions(run["pred"], run["truth"], run["mask"], loss=run["loss"], top=run.get("top"))
     return result
 
 
@@ -176,8 +175,8 @@ def build_parser() -> argparse.ArgumentParser:
         prog="python -m tuning.predict",
         description="Predict the second half of new raw MSSD sessions with a trained checkpoint.",
     )
-    parser.add_argument("--checkpoint", type=Path, required=True, help="checkpoint directory written by tuning.train or "
-                        "tuning.search (DDPG ones also need the prepared dataset they were trained on)")
+    parser.add_argument("--checkpoint", type=Path, required=True, help="checkpoint directory: a search's "
+                        "best/<model>, or tuning.train's <out>/checkpoint")
     parser.add_argument("--raw", type=Path, nargs="+", required=True, help="log files or folders of them (MSSD format)")
     parser.add_argument("--protocol", choices=list(PROTOCOLS), help="default: the protocol the model was trained with")
     parser.add_argument("--beam", type=int, help="beam size for seq decoding (default: the checkpoint's, greedy)")
@@ -191,18 +190,22 @@ def main(argv: list[str] | None = None) -> int:
     try:
         result = predict(args.checkpoint, args.raw, args.out, args.protocol, args.beam, args.device)
     except (ValueError, FileNotFoundError, SchemaError) as error:
-        print(f"error: {error}", file=sys.stderr)
+        print(f"tuning.predict: error: {error}", file=sys.stderr)
         return 2
     dropped = ", ".join(f"{k} {v}" for k, v in result["dropped"].items()) or "none"
     print(f"{result['rows']:,} rows -> {result['sessions']:,} sessions (dropped: {dropped}); "
           f"{result['predicted']:,} predicted under the {result['protocol']} protocol "
-          f"({result['left_out_by_protocol']:,} left out by it); {result['unknown_tracks']:,} unknown track plays")
+          f"({result['left_out_by_protocol']:,} left out by it); {result['unknown_tracks']:,} of "
+          f"{result['plays']:,} track plays unknown to the model")
     metrics = result.get("metrics")
     if metrics:
         print(f"MAA {metrics['maa']:.4f}  first-position accuracy {metrics['first_accuracy']:.4f}  "
               f"loss {metrics['loss']:.4f}  sessions {metrics['sessions']:,}")
         print("accuracy at position: " + " ".join(f"{a:.3f}" for a in metrics["accuracy_at"]))
         print("sessions with k correct (k=0..10): " + " ".join(str(c) for c in metrics["correct_histogram"]))
+        if "recall_at_10" in metrics:
+            print(f"Recall@10 {metrics['recall_at_10']:.4f}  NDCG@10 {metrics['ndcg_at_10']:.4f}  "
+                  f"MRR@10 {metrics['mrr_at_10']:.4f}")
     elif not result["labels_present"]:
         print("second-half labels are missing: no metrics")
     print(f"wrote {args.out}")

@@ -6,10 +6,12 @@ val after every epoch, writes a checkpoint directory and ``metrics.json``
 reference) under ``--out``, and prints a table. Without ``--data`` it uses the
 embedded synthetic dataset (generated and prepared on first use).
 
-The configuration starts from the model's paper config for the task (lr 1e-4
-for seq, 1e-5 for skip, batch 256 unless the paper config says otherwise),
-then ``--config FILE`` (JSON/YAML mapping, or a ``best_configs/*.json`` of the
-search), then each ``--set key=value``.
+The configuration starts from the family's start configuration for the task
+(the paper's architecture at a learning rate that learns within a few epochs;
+``--paper`` starts from the paper's own configuration instead, lr 1e-5 for skip
+and 1e-4 for seq), then ``--config`` (a JSON/YAML mapping, a search's
+``best_configs/<model>.json``, or a checkpoint directory such as a search's
+``best/<model>/``), then each ``--set key=value``.
 """
 
 from __future__ import annotations
@@ -21,7 +23,7 @@ import time
 from datetime import datetime, timezone
 from pathlib import Path
 
-PAPER_LR = {"seq": 1e-4, "skip": 1e-5}
+from tuning.families import FAMILIES, get_family
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -30,9 +32,12 @@ def build_parser() -> argparse.ArgumentParser:
         description="Train and evaluate one model configuration on a prepared MSSD dataset.",
     )
     parser.add_argument("--task", choices=["skip", "seq"], help="skip prediction or next-10-tracks (default: from --config)")
-    parser.add_argument("--model", help="model name (lstm, lstm_w2v, bigru, transformer, bert, bert_fused, ddpg)")
+    parser.add_argument("--model", help=f"model name ({', '.join(FAMILIES)})")
     parser.add_argument("--data", type=Path, help="prepared dataset directory (default: the embedded synthetic set)")
-    parser.add_argument("--config", type=Path, help="JSON or YAML config file, or a best_configs/*.json of the search")
+    parser.add_argument("--config", type=Path, help="JSON or YAML config file, a best_configs/<model>.json of a search, "
+                        "or a checkpoint directory (e.g. a search's best/<model>)")
+    parser.add_argument("--paper", action="store_true", help="start from the paper's configuration of the model "
+                        "instead of its start configuration")
     parser.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
                         help="override one config field, e.g. --set lr=1e-3 (repeatable)")
     parser.add_argument("--epochs", type=int, default=5, help="training epochs (default 5, the paper's maximum)")
@@ -52,7 +57,6 @@ def build_parser() -> argparse.ArgumentParser:
 
 def resolve_run(args) -> tuple[str, str, dict]:
     """Task, model and the full config dict from the defaults, --config and --set."""
-    from models.registry import get_model
     from tuning.config_io import load_config_file, parse_overrides
 
     file_config, file_task, file_model = ({}, None, None)
@@ -66,13 +70,10 @@ def resolve_run(args) -> tuple[str, str, dict]:
         raise ValueError(f"{args.config} is a config for task {file_task!r}, not {args.task!r}")
     if file_model and args.model and file_model != args.model:
         raise ValueError(f"{args.config} is a config for model {file_model!r}, not {args.model!r}")
-    config: dict = {}
-    if model != "ddpg":  # RLTrainer starts from DDPG's own defaults
-        spec = get_model(model)
-        if task not in spec.tasks:
-            raise ValueError(f"model {model!r} does not support task {task!r} (it supports {', '.join(spec.tasks)})")
-        config.update(spec.paper_configs.get(task, {}))
-        config.setdefault("lr", PAPER_LR[task])
+    family = get_family(model)
+    if task not in family.tasks:
+        raise ValueError(f"model {model!r} does not support task {task!r} (it supports {', '.join(family.tasks)})")
+    config = dict((family.paper_configs if args.paper else family.start_configs).get(task, {}))
     config.update(file_config)
     config.update(parse_overrides(args.overrides))
     if args.beam != 1:
@@ -95,7 +96,8 @@ def run(args) -> dict:
     from data_pipeline.dataset import open_prepared
     from data_pipeline.ray_runtime import init_ray
     from models.baselines import BASELINES
-    from tuning.trainer import evaluate_baseline, make_trainer
+    from tuning.evaluate import evaluate_baseline
+    from tuning.families import make_trainer
 
     task, model, config = resolve_run(args)
     if args.data is None:
@@ -121,7 +123,7 @@ def run(args) -> dict:
     trainer = make_trainer(task, model, config, data_dir, protocol=args.protocol, device=args.device,
                            seed=args.seed, input_path=args.input_path, cache_dir=args.cache_dir)
     print(f"{model} on {task} ({args.protocol} protocol): {trainer.num_parameters:,} parameters, "
-          f"device {getattr(trainer, 'device', args.device)}, data {data_dir}", flush=True)
+          f"data {data_dir}", flush=True)
     start = time.perf_counter()
     history = []
     for _ in range(args.epochs):
@@ -147,7 +149,7 @@ def run(args) -> dict:
         "task": task,
         "model": model,
         "protocol": args.protocol,
-        "config": trainer.config_dict() if hasattr(trainer, "config_dict") else config,
+        "config": trainer.config_dict(),
         "data": str(Path(data_dir).resolve()),
         "data_fingerprint": dataset.fingerprint,
         "num_parameters": trainer.num_parameters,
@@ -167,10 +169,12 @@ def run(args) -> dict:
 
 
 def main(argv: list[str] | None = None) -> int:
+    from tuning.trainer import NonFiniteLoss
+
     args = build_parser().parse_args(argv)
     try:
         run(args)
-    except (ValueError, FileNotFoundError, KeyError) as error:
+    except (ValueError, FileNotFoundError, KeyError, NonFiniteLoss) as error:
         message = error.args[0] if isinstance(error, KeyError) and error.args else error
         print(f"error: {message}", file=sys.stderr)
         return 2

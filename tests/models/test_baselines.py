@@ -129,3 +129,29 @@ def test_every_baseline_returns_int64_of_the_output_shape():
 def test_unknown_baseline_names_the_known_ones():
     with pytest.raises(ValueError, match="copy_last_skip"):
         get_baseline("skip", "oracle")
+
+
+def test_markov_ranks_the_successors_of_the_true_previous_track_most_frequent_first():
+    # 4 -> 5 twice, 4 -> 6 once; 5 -> 7; 6 -> 8
+    train = make_batch([([4, 5, 7, 9, 10, 11, 12, 13, 14, 15], [0] * 10), ([4, 5, 7, 9, 10, 11, 12, 13, 14, 15], [0] * 10),
+                        ([4, 6, 8, 9, 10, 11, 12, 13, 14, 15], [0] * 10)])
+    markov = get_baseline("seq", "markov").fit(train, vocab_size=20)
+    # input half ends on 4; the true output starts 6, 8: position 2 ranks 6's successors
+    batch = make_batch([([20, 21, 22, 23, 4, 6, 8, 30, 31, 32], [0] * 10)])
+    top = markov.rank(batch, 3)
+    assert top.shape == (1, 10, 3)
+    assert top[0, 0, :2].tolist() == [5, 6]  # 4 -> 5 (twice) before 4 -> 6 (once)
+    assert top[0, 1, 0] == 8  # after the true 6 comes 8, whatever was predicted at position 1
+    assert markov.predict(batch)[0, 0] == top[0, 0, 0]
+
+
+def test_session_knn_and_most_popular_rank_their_point_prediction_first():
+    train = make_batch([(list(range(4, 24)), [0] * 20), (list(range(4, 14)) + list(range(30, 40)), [0] * 20)], "paper")
+    batch = make_batch([(list(range(4, 14)) + list(range(24, 34)), [0] * 20)], "paper")
+    for name in ("session_knn", "most_popular"):
+        baseline = get_baseline("seq", name).fit(train, vocab_size=50)
+        top = baseline.rank(batch, 10)
+        assert top.shape == (1, 10, 10)
+        np.testing.assert_array_equal(top[..., 0], baseline.predict(batch))
+    top = get_baseline("seq", "session_knn").fit(train, vocab_size=50).rank(batch, 10)
+    assert set(top[0, 0, :2].tolist()) == {14, 30}  # both neighbours vote for what follows their last shared track

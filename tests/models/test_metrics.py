@@ -91,3 +91,39 @@ def test_histogram_counts_ten_correct_and_track_id_ties():
 def test_mismatched_shapes_are_rejected_with_the_shapes():
     with pytest.raises(ValueError, match=r"pred \(2, 3\)"):
         mean_average_accuracy(np.zeros((2, 3)), np.zeros((2, 4)), np.ones((2, 4), bool))
+
+
+def test_ranking_metrics_by_hand():
+    from models.metrics import ranking_metrics
+
+    # one session, three real positions, K = 3: truth at rank 1, at rank 3, not in the top 3; one padded position
+    truth = np.array([[7, 8, 9, 0]])
+    mask = np.array([[True, True, True, False]])
+    top = np.array([[[7, 1, 2], [5, 6, 8], [1, 2, 3], [0, 4, 5]]])
+    got = ranking_metrics(top, truth, mask)
+    assert got["recall_at_3"] == pytest.approx(2 / 3)
+    assert got["ndcg_at_3"] == pytest.approx((1.0 + 1.0 / np.log2(4.0) + 0.0) / 3)  # (1 + 0.5) / 3
+    assert got["mrr_at_3"] == pytest.approx((1.0 + 1.0 / 3.0) / 3)
+
+
+def test_ranking_metrics_count_every_real_position_once_across_sessions():
+    from models.metrics import ranking_metrics
+
+    truth = np.array([[4, 4], [5, 0]])
+    mask = np.array([[True, True], [True, False]])
+    top = np.array([[[4, 5], [5, 4]], [[6, 7], [0, 1]]])  # ranks 1, 2 and a miss; the padded hit never counts
+    got = ranking_metrics(top, truth, mask)
+    assert got["recall_at_2"] == pytest.approx(2 / 3)
+    assert got["mrr_at_2"] == pytest.approx((1 + 0.5) / 3)
+    assert got["ndcg_at_2"] == pytest.approx((1 + 1 / np.log2(3)) / 3)
+
+
+def test_evaluate_predictions_adds_ranking_metrics_only_when_given_a_ranking():
+    from models.metrics import evaluate_predictions
+
+    truth = np.array([[4, 5]])
+    mask = np.array([[True, True]])
+    plain = evaluate_predictions(truth, truth, mask)
+    assert "recall_at_10" not in plain
+    ranked = evaluate_predictions(truth, truth, mask, top=np.tile(truth[..., None], (1, 1, 10)) * 0 + np.arange(10) + 4)
+    assert ranked["recall_at_10"] == 1.0 and ranked["mrr_at_10"] == pytest.approx((1 + 0.5) / 2)

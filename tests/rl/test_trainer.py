@@ -11,7 +11,7 @@ TINY = {"hidden_size": 16, "embedding_size": 8, "batch_size": 16, "learning_star
 
 @pytest.fixture(scope="module")
 def trained(tiny_prepared, tmp_path_factory, ray_session):
-    from tuning.trainer import make_trainer
+    from tuning.families import make_trainer
 
     trainer = make_trainer("skip", "ddpg", TINY, tiny_prepared, cache_dir=tmp_path_factory.mktemp("rl_cache"))
     result = trainer.train_epoch()

@@ -9,7 +9,8 @@ large learning rate keep this inside CI time on 2 cores; the benchmark
 import pytest
 
 from models.baselines import BASELINES
-from tuning.trainer import evaluate_baseline, make_trainer
+from tuning.evaluate import evaluate_baseline
+from tuning.families import make_trainer
 
 PROTOCOL = "challenge"  # every session (the paper protocol keeps only the 20-track ones)
 EPOCHS = 2

@@ -29,7 +29,7 @@ def search_command(cluster: FakeCluster, data: Path, storage: Path, name: str, t
     """A one-family search where every trial asks for one (fake) GPU and runs all its epochs."""
     return [
         sys.executable, "-m", "tuning.search", "--task", "skip", "--model", "lstm", "--data", str(data),
-        "--num-samples", str(trials), "--max-epochs", str(epochs), "--scheduler", "none",
+        "--trials-per-family", str(trials), "--no-paper-configs", "--max-epochs", str(epochs), "--scheduler", "none",
         "--gpus-per-trial", "1", "--cpus-per-trial", "1", "--input-path", "ray", "--max-failures", "2",
         "--fix", "hidden_size=32", "--fix", "embedding_dim=16",
         # stream every epoch, as a split too big for the object store does (a small one is read once)

@@ -8,7 +8,7 @@ import pytest
 
 from data_pipeline.dataset import open_prepared
 from tuning.predict import main as predict_main
-from tuning.trainer import make_trainer
+from tuning.families import make_trainer
 
 
 @pytest.fixture(scope="module")
@@ -70,7 +70,7 @@ def test_unseen_tracks_become_unknown_and_parquet_output_works(skip_checkpoint, 
     table = pq.read_table(out)
     assert table.num_rows == 20
     rows = sum(len(pd.read_csv(p)) for p in raw.glob("log_*"))
-    assert f"{rows:,} unknown track plays" in printed
+    assert f"{rows:,} of {rows:,} track plays unknown" in printed
 
 
 def test_missing_second_half_labels_give_predictions_without_metrics(skip_checkpoint, synthetic_raw, synthetic_prepared, tmp_path, capsys):
@@ -96,7 +96,7 @@ def test_predict_fails_with_one_line_for_a_missing_checkpoint(tmp_path, capsys):
     code = predict_main(["--checkpoint", str(tmp_path / "nope"), "--raw", str(tmp_path), "--out", str(tmp_path / "p.csv")])
     assert code == 2
     err = capsys.readouterr().err.strip()
-    assert "not a checkpoint directory" in err and "\n" not in err
+    assert "no such checkpoint directory" in err and "\n" not in err
 
 
 def test_a_ddpg_checkpoint_predicts_new_raw_sessions_with_its_fitted_threshold(
@@ -163,3 +163,20 @@ def test_a_truncated_checkpoint_fails_with_one_line_naming_the_file(skip_checkpo
     assert predict_main(["--checkpoint", str(broken), "--raw", str(synthetic_raw), "--out", str(tmp_path / "p.csv")]) == 2
     err = capsys.readouterr().err.strip()
     assert err.count("\n") == 0 and str(broken / "checkpoint.pt") in err
+
+
+def test_a_vocabulary_from_another_dataset_is_refused(skip_checkpoint, synthetic_raw, tmp_path, capsys):
+    import shutil
+
+    import pyarrow as pa
+
+    checkpoint, _ = skip_checkpoint
+    swapped = tmp_path / "swapped"
+    shutil.copytree(checkpoint, swapped)
+    vocab = pq.read_table(swapped / "vocab.parquet")
+    ids = vocab.column("track_id").to_pylist()
+    ids[4], ids[5] = ids[5], ids[4]  # same size, two tracks swapped: predictions would silently be wrong
+    pq.write_table(vocab.set_column(0, "track_id", pa.array(ids)), swapped / "vocab.parquet")
+    assert predict_main(["--checkpoint", str(swapped), "--raw", str(synthetic_raw), "--out", str(tmp_path / "p.csv")]) == 2
+    err = capsys.readouterr().err.strip()
+    assert err.count("\n") == 0 and str(swapped / "vocab.parquet") in err and "not the file this checkpoint" in err

@@ -1,103 +1,117 @@
-"""tuning.report on experiment directories laid out as Tune and tuning.search write them.
+"""The report of a search, built from an experiment described in memory (real runs: test_search.py).
 
-The directories are written by hand here (the layout of a real run is covered by
-test_search.py) so that interrupted and odd states can be built exactly.
+An `Experiment` holds what ``tuning.results`` reads back from Tune and the search's
+files; building one by hand lets these tests set up winners, failures and baselines
+exactly.
 """
 
 from __future__ import annotations
 
 import csv
-import json
 from pathlib import Path
 
+import pytest
+
 from tuning.config_io import load_config_file
-from tuning.report import generate, leaderboard, load_experiment, main
+from tuning.report import leaderboard, leaderboard_markdown, main, paper_rows, report_html, verdicts, write_best_configs, write_csv
+from tuning.results import Experiment, Trial
 
 
-def _trial(exp: Path, trial_id: str, lr: float, val_maa: list[float], status: str, failures: int = 0, torn: bool = False):
-    trial_dir = exp / f"lstm_{trial_id}"
-    trial_dir.mkdir(parents=True)
-    config = {"task": "skip", "model": "lstm", "lstm": {"lr": lr, "batch_size": 64}, "fixed": {"lstm": {"hidden_size": 16}}}
-    (trial_dir / "params.json").write_text(json.dumps(config))
-    lines = [
-        json.dumps({"epoch": e, "val_maa": v, "val_loss": 1.0 - v, "train_loss": 1.1 - v, "num_parameters": 1234,
-                    "time_total_s": 2.0 * e, "trial_id": trial_id, "timestamp": 100 + e})
-        for e, v in enumerate(val_maa, 1)
+def _trial(model, number, values, status="finished", point=None, lr=1e-3, error=None):
+    epochs = [{"epoch": e, "val_maa": v, "val_loss": 1 - v, "train_loss": 1.1 - v, "num_parameters": 1234,
+               "time_total_s": 2.0 * e} for e, v in enumerate(values, 1)]
+    return Trial(f"{model}{number:04d}", model, number, point, {"lr": lr, "hidden_size": 16}, epochs, status,
+                 error=error)
+
+
+def _metrics(maa):
+    return {"maa": maa, "first_accuracy": maa + 0.1, "accuracy_at": [maa] * 10, "correct_histogram": [1] * 11}
+
+
+def make_experiment(tmp_path: Path, task="skip") -> Experiment:
+    trials = [
+        _trial("lstm", 0, [0.50, 0.58, 0.56], point="start"),  # best epoch is 2, not the last
+        _trial("lstm", 1, [0.30], "stopped early", point="paper", lr=1e-5),
+        _trial("lstm", 2, [0.40, 0.45, 0.47]),
+        _trial("transformer", 0, [0.52, 0.53, 0.54], point="start"),
+        _trial("transformer", 1, [0.31], "stopped early", point="paper", lr=1e-5),
+        _trial("transformer", 2, [], "error", error="RuntimeError: out of memory"),
     ]
-    text = "\n".join(lines) + "\n"
-    if torn:
-        text += '{"epoch": 9, "val_m'  # a driver killed mid-write
-    (trial_dir / "result.json").write_text(text)
-    return (json.dumps({"trial_id": trial_id, "status": status}), json.dumps({"num_failures": failures}))
-
-
-def make_experiment(tmp_path: Path) -> Path:
-    exp = tmp_path / "skip-lstm"
-    exp.mkdir()
-    (exp / "search.json").write_text(json.dumps({"options": {"task": "skip", "max_epochs": 3, "protocol": "paper"}}))
-    states = [
-        _trial(exp, "aaaa0001", 1e-3, [0.50, 0.58, 0.56], "TERMINATED"),  # best epoch is 2, not the last
-        _trial(exp, "aaaa0002", 1e-7, [0.30], "TERMINATED"),  # stopped by ASHA
-        _trial(exp, "aaaa0003", 1e-4, [0.40, 0.45], "RUNNING", failures=1, torn=True),  # interrupted
+    meta = {"options": {"task": task, "max_epochs": 3, "protocol": "paper", "trials_per_family": 2,
+                        "paper_configs": True, "searcher": "optuna", "scheduler": "asha", "budget": "small"},
+            "families": ["lstm", "transformer"], "data_dir": "/data"}
+    baselines = [
+        {"name": "session_majority", "val": _metrics(0.55), "test": _metrics(0.545), "seconds": 0.1},
+        {"name": "copy_last_skip", "val": _metrics(0.52), "test": _metrics(0.53), "seconds": 0.1},
     ]
-    (exp / "experiment_state-2026-01-01_00-00-00.json").write_text(json.dumps({"trial_data": states}))
-    baseline = {"maa": 0.55, "first_accuracy": 0.7, "accuracy_at": [0.7] * 10, "correct_histogram": [1] * 11}
-    (exp / "baselines.json").write_text(json.dumps([{"name": "copy_last_skip", "val": baseline, "test": baseline, "seconds": 0.1}]))
-    return exp
+    tests = {
+        "lstm": {"trial_id": "lstm0000", "epoch": 2, "test": _metrics(0.57)},
+        "transformer": {"trial_id": "transformer0000", "epoch": 3, "test": _metrics(0.54)},
+    }
+    paper = {"lstm": {"trial_id": "lstm0001", "epoch": 1, "test": _metrics(0.31)}}
+    return Experiment(tmp_path, meta, trials, baselines, tests, paper)
 
 
-def test_trial_statuses_are_read_from_tune_state_and_epoch_counts(tmp_path):
-    experiment = load_experiment(make_experiment(tmp_path))
-    status = {t.trial_id: t.status for t in experiment.trials}
-    assert status == {"aaaa0001": "finished", "aaaa0002": "stopped early", "aaaa0003": "interrupted"}
-    interrupted = next(t for t in experiment.trials if t.trial_id == "aaaa0003")
-    assert [r["epoch"] for r in interrupted.epochs] == [1, 2]  # the torn last line is skipped
-    assert interrupted.failures == 1
-    assert interrupted.config == {"lr": 1e-4, "batch_size": 64, "hidden_size": 16}
-
-
-def test_without_test_results_the_winner_is_the_best_epoch_on_val_and_models_rank_with_baselines(tmp_path):
-    rows = leaderboard(load_experiment(make_experiment(tmp_path)))
-    assert [r["model"] for r in rows] == ["lstm", "baseline: copy_last_skip"]
+def test_each_family_is_ranked_by_its_winners_val_maa_with_the_baselines():
+    rows = leaderboard(make_experiment(Path("exp")))
+    assert [r["model"] for r in rows] == [
+        "lstm", "baseline: session_majority", "transformer", "baseline: copy_last_skip"]
     lstm = rows[0]
-    assert (lstm["trial_id"], lstm["best_epoch"], lstm["val_maa"]) == ("aaaa0001", 2, 0.58)
-    assert (lstm["trials"], lstm["stopped_early"], lstm["failed"]) == (3, 1, 0)
-    assert lstm["test_maa"] is None  # the interrupted experiment never reached its test evaluation
+    assert (lstm["val_maa"], lstm["test_maa"], lstm["best_epoch"]) == (0.58, 0.57, 2)
+    assert lstm["vs_best_baseline"] == pytest.approx(0.57 - 0.545)  # session_majority: the best baseline on val
 
 
-def test_test_results_decide_the_winner_and_fill_the_position_and_histogram_columns(tmp_path):
+def test_a_family_with_a_failed_trial_is_flagged_and_the_verdicts_say_who_is_below_the_best_baseline():
+    rows = leaderboard(make_experiment(Path("exp")))
+    transformer = next(r for r in rows if r["model"] == "transformer")
+    assert (transformer["finished"], transformer["planned"], transformer["failed"]) == (2, 3, 1)
+    assert "1 trial(s) failed" in transformer["flag"]
+    said = " ".join(verdicts(rows))
+    assert "Above the strongest simple baseline (session_majority, test MAA 0.5450): lstm (+0.0250)" in said
+    assert "Below session_majority (test MAA 0.5450): transformer (-0.0050)" in said
+    assert "transformer: 1 trial(s) failed" in said
+
+
+def test_the_paper_configuration_of_each_family_has_its_own_rows():
+    rows = paper_rows(make_experiment(Path("exp")))
+    assert [(r["model"], r["val_maa"], r["test_maa"]) for r in rows] == [
+        ("lstm (paper config)", 0.30, 0.31), ("transformer (paper config)", 0.31, None)]
+
+
+def test_markdown_csv_and_best_configs(tmp_path):
     exp = make_experiment(tmp_path)
-    (exp / "test_results").mkdir()
-    test = {"maa": 0.57, "first_accuracy": 0.75, "accuracy_at": [0.1 * i for i in range(10)], "correct_histogram": list(range(11)), "loss": 0.4}
-    (exp / "test_results" / "lstm.json").write_text(json.dumps({"trial_id": "aaaa0001", "epoch": 2, "test": test}))
-    paths = generate(exp)
-    with paths["leaderboard_csv"].open() as handle:
-        rows = list(csv.DictReader(handle))
-    lstm = next(r for r in rows if r["model"] == "lstm")
-    assert float(lstm["test_maa"]) == 0.57
-    assert float(lstm["test_accuracy_at_10"]) == 0.9
-    assert int(lstm["test_correct_10"]) == 10
-    markdown = paths["leaderboard_md"].read_text()
-    assert "| 1 | lstm | 0.5800 | 0.5700 | 0.7500 | 2 / 3 |" in markdown
-    assert "| lstm | 0.0 | 10.0 | 20.0 |" in markdown  # accuracy by position, in percent
+    rows = leaderboard(exp)
+    text = leaderboard_markdown(exp, rows)
+    assert "| 1 | lstm | 0.5800 | 0.5700 | +0.0250 |" in text
+    assert "| lstm (paper config) | 0.3000 | 0.3100 | stopped early |" in text
+    assert "transformer #2 | error: RuntimeError: out of memory" in text
+    write_csv(rows, tmp_path / "leaderboard.csv")
+    table = list(csv.DictReader((tmp_path / "leaderboard.csv").open()))
+    assert table[0]["model"] == "lstm" and float(table[0]["test_accuracy_at_1"]) == 0.57
+    write_best_configs(exp, rows, tmp_path / "best_configs")
+    config, task, model = load_config_file(tmp_path / "best_configs" / "lstm.json")
+    assert (config, task, model) == ({"lr": 1e-3, "hidden_size": 16}, "skip", "lstm")
 
 
-def test_best_configs_are_readable_by_tuning_train(tmp_path):
-    paths = generate(make_experiment(tmp_path))
-    config, task, model = load_config_file(paths["best_configs"] / "lstm.json")
-    assert (task, model) == ("skip", "lstm")
-    assert config == {"lr": 1e-3, "batch_size": 64, "hidden_size": 16}
+def test_seq_leaderboards_carry_the_ranking_metrics(tmp_path):
+    exp = make_experiment(tmp_path, task="seq")
+    exp.tests["lstm"]["test"].update(recall_at_10=0.4, ndcg_at_10=0.3, mrr_at_10=0.25)
+    text = leaderboard_markdown(exp, leaderboard(exp))
+    assert "test Recall@10 | test NDCG@10 | test MRR@10" in text
+    assert "| 0.4000 | 0.3000 | 0.2500 |" in text
 
 
-def test_learning_curves_are_drawn_per_model_and_for_every_trial(tmp_path):
-    paths = generate(make_experiment(tmp_path))
-    assert (paths["learning_curves"] / "lstm.png").read_bytes()[:4] == b"\x89PNG"
-    assert paths["learning_curves_overview"].read_bytes()[:4] == b"\x89PNG"
-
-
-def test_the_cli_regenerates_from_a_directory_and_rejects_a_missing_one(tmp_path, capsys):
+def test_the_page_holds_the_leaderboard_and_a_learning_curve_per_family(tmp_path):
     exp = make_experiment(tmp_path)
-    assert main([str(exp)]) == 0
-    assert "# Leaderboard: skip task" in capsys.readouterr().out
-    assert main([str(tmp_path / "missing")]) == 2
-    assert "no such experiment directory" in capsys.readouterr().err
+    page = report_html(exp, leaderboard(exp), storage_url=None, running="running: 4/6 trials done")
+    assert '<table id="leaderboard">' in page and '<meta http-equiv="refresh"' in page
+    assert page.count('class="plot"') == 2  # one learning-curve figure per family (no study: no Optuna plots)
+    assert "Optuna study is not reachable" in page
+    finished = report_html(exp, leaderboard(exp), storage_url=None, running=None)
+    assert "http-equiv" not in finished and "Search finished" in finished
+
+
+def test_the_cli_rejects_a_missing_experiment_with_one_line(tmp_path, capsys):
+    assert main([str(tmp_path / "nope")]) == 2
+    err = capsys.readouterr().err.strip()
+    assert "no such experiment directory" in err and "\n" not in err

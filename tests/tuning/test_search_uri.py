@@ -9,10 +9,11 @@ from __future__ import annotations
 
 import json
 import shutil
+from pathlib import Path
 
 import pytest
 
-from tuning.report import load_experiment
+from tuning.results import load_experiment
 from tuning.search import main
 
 TINY = ["--fix", "hidden_size=16", "--fix", "embedding_dim=16"]
@@ -48,7 +49,7 @@ def test_a_search_with_data_and_storage_at_uris_keeps_trials_at_the_uri_and_writ
     monkeypatch.chdir(tmp_path)
     bucket = tmp_path / "bucket"
     args = ["--task", "skip", "--model", "lstm", "--data", uri(synthetic_prepared), "--storage", uri(bucket),
-            "--name", "remote", "--num-samples", "1", "--max-epochs", "1", *TINY]
+            "--name", "remote", "--trials-per-family", "1", "--no-paper-configs", "--max-epochs", "1", *TINY]
     assert main(args) == 0
     out = capsys.readouterr().out
     local = tmp_path / "experiments" / "remote"
@@ -61,15 +62,17 @@ def test_a_search_with_data_and_storage_at_uris_keeps_trials_at_the_uri_and_writ
     (trial_dir,) = [p for p in remote.iterdir() if p.name.startswith("lstm_")]
     assert len((trial_dir / "result.json").read_text().splitlines()) == 1
     assert list(trial_dir.glob("checkpoint_*/trainer/checkpoint.pt"))
-    for name in ("baselines.json", "leaderboard.md", "leaderboard.csv", "test_results/lstm.json", "optuna.db"):
+    for name in ("baselines.json", "leaderboard.md", "leaderboard.csv", "test_results/lstm.json", "optuna.db",
+                 "report.html", "best/lstm/trainer.json"):
         assert (remote / name).is_file(), name
 
     # the local copy: every trial's results (no checkpoints) and the report, as printed
     leaderboard = (local / "leaderboard.md").read_text()
-    assert leaderboard in out
+    assert leaderboard.split("\n## ")[0].rstrip() in out  # its main table, printed at the end
     assert "| lstm |" in leaderboard and "baseline: all_skip" in leaderboard
     (trial,) = load_experiment(local).trials
-    assert trial.status == "finished" and not list(trial.path.glob("checkpoint_*"))
+    assert trial.status == "finished" and not list(Path(trial.path).glob("checkpoint_*"))
+    assert (local / "best" / "lstm" / "checkpoint.pt").is_file()  # the winner, copied down from the URI
     test_result = json.loads((local / "test_results" / "lstm.json").read_text())
     assert 0.0 < test_result["test"]["maa"] <= 1.0
     assert (remote / "leaderboard.md").read_text() == leaderboard
@@ -95,7 +98,9 @@ def test_a_trial_on_data_at_a_uri_caches_word2vec_node_locally_and_its_checkpoin
     tmp_path, synthetic_prepared, monkeypatch
 ):
     from data_pipeline.dataset import open_prepared
-    from tuning.trainer import DATA_FILES, Trainer, make_trainer
+    from models.checkpoint import DATA_FILES
+    from tuning.families import make_trainer
+    from tuning.trainer import Trainer
 
     monkeypatch.setenv("MSSD_CACHE_DIR", str(tmp_path / "node-cache"))
     data = uri(synthetic_prepared)

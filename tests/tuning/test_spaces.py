@@ -1,4 +1,4 @@
-"""Search spaces: plain data -> Optuna distributions, the conditional space across families."""
+"""Search spaces: plain data -> Optuna distributions, one space per family, and the search plan."""
 
 from __future__ import annotations
 
@@ -34,49 +34,79 @@ def test_plain_entries_become_optuna_distributions_with_randint_upper_bound_excl
 )
 def test_bad_entries_are_rejected_naming_the_family_and_field(entry, message):
     with pytest.raises(SpaceError, match=message) as error:
-        SearchSpace({"lstm": {"hidden_size": entry}})
+        SearchSpace("lstm", {"hidden_size": entry})
     assert "lstm search space, field 'hidden_size'" in str(error.value)
 
 
-def test_one_family_draws_its_fields_under_family_prefixed_names():
+def test_a_family_draws_every_field_of_its_space_under_the_field_names():
     study = optuna.create_study(direction="maximize", sampler=optuna.samplers.RandomSampler(seed=0))
-    space = SearchSpace({"lstm": LSTM})
+    space = SearchSpace("lstm", LSTM)
     trial = study.ask()
     assert space(trial) is None
-    assert set(trial.params) == {"lstm/hidden_size", "lstm/lr", "lstm/num_layers"}
-    assert 1 <= trial.params["lstm/num_layers"] <= 3
-
-
-def test_several_families_draw_the_model_first_and_only_that_familys_fields():
-    study = optuna.create_study(direction="maximize", sampler=optuna.samplers.RandomSampler(seed=1))
-    space = SearchSpace({"lstm": LSTM, "transformer": TRANSFORMER})
-    seen = set()
-    for _ in range(12):
-        trial = study.ask()
-        space(trial)
-        family = trial.params["model"]
-        seen.add(family)
-        assert {k.split("/")[0] for k in trial.params if k != "model"} == {family}
-        study.tell(trial, 0.5)
-    assert seen == {"lstm", "transformer"}
+    assert set(trial.params) == {"hidden_size", "lr", "num_layers"}
+    assert 1 <= trial.params["num_layers"] <= 3
 
 
 def test_an_enqueued_point_is_drawn_as_given_and_carries_fields_the_space_does_not_search():
     study = optuna.create_study(direction="maximize")
-    space = SearchSpace({"lstm": LSTM, "transformer": TRANSFORMER})
-    params, carried = space.point("lstm", {"hidden_size": 512, "lr": 1e-4, "num_layers": 1, "batch_size": 256})
-    assert params == {"model": "lstm", "lstm/hidden_size": 512, "lstm/lr": 1e-4, "lstm/num_layers": 1}
-    assert carried == {"lstm/batch_size": 256}
+    space = SearchSpace("lstm", LSTM)
+    params, carried = space.point({"hidden_size": 512, "lr": 1e-4, "num_layers": 1, "batch_size": 256})
+    assert params == {"hidden_size": 512, "lr": 1e-4, "num_layers": 1}
+    assert carried == {"batch_size": 256}
     study.enqueue_trial(params, user_attrs={CARRIED_ATTR: carried})
     trial = study.ask()
     extra = space(trial)
     assert trial.params == params
-    assert extra == {"lstm/batch_size": 256}
+    assert extra == {"batch_size": 256}
 
 
 def test_a_trial_config_gives_the_family_and_its_fields_with_fixed_ones_applied():
-    config = {"model": "lstm", "lstm": {"hidden_size": 256, "lr": 1e-3}, "fixed": {"lstm": {"hidden_size": 16}, "bigru": {"x": 1}}}
-    assert trial_hyperparameters(config) == ("lstm", {"hidden_size": 16, "lr": 1e-3})
+    config = {"model": "lstm", "trial": 3, "lstm": {"hidden_size": 256, "lr": 1e-3}}
+    fixed = {"lstm": {"hidden_size": 16}, "bigru": {"x": 1}}
+    assert trial_hyperparameters(config, fixed) == ("lstm", {"hidden_size": 16, "lr": 1e-3})
+    assert trial_hyperparameters(config) == ("lstm", {"hidden_size": 256, "lr": 1e-3})
+
+
+def _plans(task="skip", model="lstm,bert", **options):
+    from tuning.families import families_for
+    from tuning.options import SearchOptions
+    from tuning.spaces import plan_search
+
+    resolved = SearchOptions(task=task, model=model, **options).resolved()
+    return plan_search(families_for(task, model), resolved)
+
+
+def test_every_family_gets_the_same_trials_a_full_start_point_and_its_paper_configuration():
+    plans, fixed = _plans(trials_per_family=4)
+    assert [p.family for p in plans] == ["lstm", "bert"] and {p.trials for p in plans} == {4}
+    lstm = plans[0]
+    (start, carried, kind), = lstm.points
+    assert kind == "start" and set(lstm.space.space) <= set(start) | set(carried)  # no field left to the sampler
+    assert start["lr"] == 3e-3 and start["dropout"] == 0.2  # the start lr, the config's default dropout
+    paper, _ = lstm.paper
+    assert paper["lr"] == 1e-5 and paper["hidden_size"] == 128  # the paper's lr; its 512 scaled to the small range
+    # the small budget pins a small, briefly pre-trained BERT, which the bert family does not search
+    assert fixed["bert"]["pretrain_epochs"] == 1 and fixed["bert"]["embedding_dim"] == 64
+    assert fixed["lstm"] == {}
+
+
+def test_the_paper_trial_runs_second_and_sampled_trials_fill_each_familys_quota():
+    (plan,), _ = _plans(model="lstm", trials_per_family=3)
+    kinds = []
+    while (point := plan.next_point()) != "done":
+        kinds.append(point[2] if point is not None else "sampled")
+    assert kinds == ["start", "paper", "sampled", "sampled"]
+    (plan,), _ = _plans(model="lstm", trials_per_family=2, paper_configs=False)
+    assert [p if p is None else p[2] for p in iter(plan.next_point, "done")] == ["start", None]
+
+
+def test_points_run_first_in_their_family_and_bad_ones_are_rejected_at_once():
+    plans, _ = _plans(points=[{"model": "bert", "lr": 5e-4}])
+    assert [kind for _, _, kind in plans[1].points] == ["points", "start"]
+    with pytest.raises(SpaceError, match="--points entry 1: model 'gru' is not searched here"):
+        _plans(points=[{"model": "gru", "lr": 5e-4}])
+    with pytest.raises(SpaceError, match="--points entry 1: wings not config fields of lstm"):
+        _plans(points=[{"model": "lstm", "wings": 2}])
 
 
 def test_small_budget_keeps_the_lowest_third_of_size_fields_only():

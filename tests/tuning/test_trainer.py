@@ -8,7 +8,11 @@ import pytest
 from models.baselines import get_baseline
 from models.metrics import evaluate_predictions
 from tuning.train import main as train_main
-from tuning.trainer import DATA_FILES, Trainer, evaluate_baseline, iter_split_batches, make_trainer
+from models.checkpoint import DATA_FILES
+from tuning.batches import iter_split_batches
+from tuning.evaluate import evaluate_baseline
+from tuning.families import make_trainer
+from tuning.trainer import Trainer
 
 TINY_SKIP = {"lr": 3e-3, "hidden_size": 32, "embedding_dim": 32, "batch_size": 128}
 
@@ -124,23 +128,20 @@ def test_train_cli_fails_with_one_line_and_status_2(argv, message, capsys):
 
 
 def test_a_small_train_split_is_cached_in_the_object_store_once_and_reshuffled_per_epoch(synthetic_prepared, ray_session):
-    from ray.data.dataset import MaterializedDataset
-
     cached = make_trainer("skip", "lstm", TINY_SKIP, synthetic_prepared, protocol="challenge", device="cpu",
                           input_path="ray", seed=3)
-    first = [b["length"].clone() for b in cached._train_batches()]
-    assert isinstance(cached._train_split, MaterializedDataset)  # "auto": a 2.4K-session split fits
-    split = cached._train_split
-    cached.epoch += 1
-    second = [b["length"].clone() for b in cached._train_batches()]
-    assert cached._train_split is split  # read and split once
+    first = [b["length"].clone() for b in cached.input.epoch(0)]
+    assert cached.input.cached  # "auto": a 2.4K-session split fits
+    split = cached.input._split()
+    second = [b["length"].clone() for b in cached.input.epoch(1)]
+    assert cached.input._split() is split  # read and split once
     assert sum(len(b) for b in second) == sum(len(b) for b in first) == cached.dataset.num_sessions("train")
     assert not all(len(a) == len(b) and bool((a == b).all()) for a, b in zip(first, second))  # a new order
 
     streamed = make_trainer("skip", "lstm", {**TINY_SKIP, "cache_train": "never"}, synthetic_prepared,
                             protocol="challenge", device="cpu", input_path="ray", seed=3)
-    assert sum(len(b["length"]) for b in streamed._train_batches()) == streamed.dataset.num_sessions("train")
-    assert not isinstance(streamed._train_split, MaterializedDataset)  # streamed, not cached
+    assert sum(len(b["length"]) for b in streamed.input.epoch(0)) == streamed.dataset.num_sessions("train")
+    assert not streamed.input.cached  # streamed, not cached
     with pytest.raises(ValueError, match="cache_train = 'sometimes'"):
         make_trainer("skip", "lstm", {**TINY_SKIP, "cache_train": "sometimes"}, synthetic_prepared,
                      protocol="challenge", device="cpu", input_path="ray")
