@@ -8,10 +8,7 @@ parameters, so every trial of a search reuses one run. ``lstm_w2v`` and
 
 from __future__ import annotations
 
-import hashlib
-import json
 import logging
-import os
 import zlib
 from dataclasses import dataclass
 from pathlib import Path
@@ -19,10 +16,10 @@ from pathlib import Path
 import numpy as np
 
 from data_pipeline.schema import FIRST_TRACK_ID, PAD_ID
+from models.cache import cache_key, cached
 from models.common import train_session_tracks
 
 log = logging.getLogger(__name__)
-CACHE_VERSION = 1
 
 
 @dataclass
@@ -47,11 +44,6 @@ def training_sentences(dataset) -> list[list[str]]:
     return [s for s in sentences if s]
 
 
-def cache_key(fingerprint: str, **params) -> str:
-    text = json.dumps({"fingerprint": fingerprint, "version": CACHE_VERSION, **params}, sort_keys=True)
-    return hashlib.sha256(text.encode()).hexdigest()[:16]
-
-
 def train_word2vec(
     dataset,
     dim: int = 100,
@@ -69,15 +61,20 @@ def train_word2vec(
     ``word2vec-<key>.npy`` and a later call with the same dataset and
     parameters loads it. ``workers=1`` makes the result reproducible.
     """
+    if cache_dir is None:
+        return _word2vec(dataset, dim, window, epochs, seed, workers)
+    key = cache_key(dataset.fingerprint, dim=dim, window=window, epochs=epochs, seed=seed, sg=1, min_count=1)
+    return cached(
+        Path(cache_dir) / f"word2vec-{key}.npy",
+        lambda: _word2vec(dataset, dim, window, epochs, seed, workers),
+        save=lambda vectors, tmp: np.save(tmp, vectors, allow_pickle=False),
+        load=lambda path: np.load(path, allow_pickle=False),
+    )
+
+
+def _word2vec(dataset, dim: int, window: int, epochs: int, seed: int, workers: int) -> np.ndarray:
     from gensim.models import Word2Vec
 
-    path = None
-    if cache_dir is not None:
-        key = cache_key(dataset.fingerprint, dim=dim, window=window, epochs=epochs, seed=seed, sg=1, min_count=1)
-        path = Path(cache_dir) / f"word2vec-{key}.npy"
-        if path.exists():
-            log.info("word2vec: loading cached vectors %s", path)
-            return np.load(path)
     sentences = training_sentences(dataset)
     if not sentences:
         raise ValueError(f"{dataset.root}: the train split has no sessions to train word2vec on")
@@ -98,11 +95,6 @@ def train_word2vec(
     for word, index in model.wv.key_to_index.items():
         vectors[int(word)] = model.wv.vectors[index]
     vectors[PAD_ID] = 0.0
-    if path is not None:
-        path.parent.mkdir(parents=True, exist_ok=True)
-        tmp = path.with_suffix(f".{os.getpid()}.tmp.npy")
-        np.save(tmp, vectors)
-        os.replace(tmp, path)  # atomic: concurrent trials never read half a file
     return vectors
 
 

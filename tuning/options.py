@@ -44,6 +44,7 @@ BUDGETS = {
 }
 SCHEDULERS = ("asha", "none")
 SEARCHERS = ("optuna", "random")
+SAMPLER_NAMES = {"optuna": "TPE", "random": "random"}
 INPUT_PATHS = ("auto", "ray", "memory")
 # Up to this many training sessions a trial holds the train split in memory (--input-path auto):
 # on small data Ray Data's per-epoch start-up costs more than the epoch itself (measured on

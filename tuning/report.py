@@ -39,6 +39,7 @@ import sys
 from datetime import datetime, timezone
 from pathlib import Path
 
+from tuning.options import SAMPLER_NAMES
 from tuning.results import Experiment, Trial, is_number, load_experiment
 from tuning.storage import OPTUNA_FILE, copy_down, has_masked_password, is_uri
 
@@ -49,7 +50,6 @@ RANKING = ("recall_at_10", "ndcg_at_10", "mrr_at_10")
 REFRESH_S = 30
 # With fewer completed trials than this, PED-ANOVA's importances describe noise (top/bottom quantiles of 2-3 points).
 MIN_TRIALS_FOR_IMPORTANCES = 5
-SAMPLER_NAMES = {"optuna": "TPE", "random": "random"}
 
 
 # ---------------------------------------------------------------------------

@@ -45,6 +45,7 @@ from pathlib import Path
 from tuning.families import UnknownFamily, families_for
 from tuning.options import (
     MEMORY_INPUT_MAX_SESSIONS,
+    SAMPLER_NAMES,
     METRIC,
     SearchOptions,
     UsageError,
@@ -315,7 +316,7 @@ def announce(options: SearchOptions, families: list, place: ExperimentPlace, clu
     say(f"search: task {options.task}, {len(families)} families ({', '.join(f.name for f in families)}), "
         f"{per_family} trials each ({options.trials_per_family} searched"
         f"{' + its paper configuration' if options.paper_configs else ''}), up to {options.max_epochs} epochs, "
-        f"{options.searcher} sampler and {options.scheduler} early stopping per family; "
+        f"{SAMPLER_NAMES[options.searcher]} sampler and {options.scheduler} early stopping per family; "
         f"{options.max_concurrent} at a time ({options.cpus_per_trial:g} CPU"
         f"{f' + {options.gpus_per_trial:g} GPU' if options.gpus_per_trial else ''} each); budget {options.budget}")
     where = place.remote or place.local
@@ -462,11 +463,12 @@ def finish(options: SearchOptions, families: list, results, data_dir, place: Exp
     say()
     say(console_leaderboard(paths["leaderboard_md"].read_text()))
     say(f"full leaderboard: {paths['leaderboard_md']}; report: {paths['report_html']}")
-    best = sorted((place.local / BEST_DIR).glob("*/")) if (place.local / BEST_DIR).exists() else []
-    if best:
-        say(f"winners' checkpoints: {place.local / BEST_DIR}/<model>; to predict new raw sessions or train again:")
-        say(f"  python -m tuning.predict --checkpoint {best[0]} --raw NEW_LOGS_DIR --out predictions.csv")
-        say(f"  python -m tuning.train --config {best[0]} --epochs {options.max_epochs} --test")
+    best = best_overall(place.local)
+    if best is not None:
+        say(f"winners' checkpoints: {place.local / BEST_DIR}/<model>; the best family's, to predict new raw sessions "
+            "or train again:")
+        say(f"  python -m tuning.predict --checkpoint {best} --raw NEW_LOGS_DIR --out predictions.csv")
+        say(f"  python -m tuning.train --config {best} --epochs {options.max_epochs} --test")
     if place.remote:
         uploads = [paths["report_html"], paths["leaderboard_md"], paths["leaderboard_csv"], paths["best_configs"],
                    paths["learning_curves"], paths["learning_curves_overview"], place.local / TEST_DIR,
@@ -478,6 +480,17 @@ def finish(options: SearchOptions, families: list, results, data_dir, place: Exp
                 copy_up(path, f"{place.remote}/{path.relative_to(place.local).as_posix()}")
         say(f"report, test results and best/ copied up to {place.remote}")
     return place.local
+
+
+def best_overall(local: Path) -> Path | None:
+    """best/<model> of the family whose winner has the best val MAA (the leaderboard's first model)."""
+    best = None
+    for path in sorted((local / TEST_DIR).glob("*.json")):
+        row = json.loads(path.read_text())
+        if row.get("kind") == "winner" and (local / BEST_DIR / row["model"]).is_dir():
+            if best is None or row["val"]["maa"] > best[0]:
+                best = (row["val"]["maa"], local / BEST_DIR / row["model"])
+    return best[1] if best else None
 
 
 def console_leaderboard(markdown: str) -> str:

@@ -159,3 +159,28 @@ def test_data_info_from_a_prepared_dataset_carries_its_vocabulary_features_and_c
     assert info.track_features.shape == (VOCAB, 30)
     assert info.categories["context_type"][0] == "<pad/unknown>"
     assert set(info.pretrained) == {"word2vec"}
+
+
+def _compute_slowly(path, log):
+    import time
+
+    from models.cache import cached
+
+    def compute():
+        with open(log, "a") as handle:
+            handle.write("computed\n")
+        time.sleep(1.0)
+        return np.arange(3)
+
+    return cached(path, compute, save=lambda v, tmp: np.save(tmp, v), load=np.load).tolist()
+
+
+def test_a_cached_step_asked_for_by_two_processes_at_once_is_computed_once(tmp_path):
+    import multiprocessing
+
+    path, log = tmp_path / "step.npy", tmp_path / "log.txt"
+    with multiprocessing.get_context("spawn").Pool(2) as pool:
+        results = pool.starmap(_compute_slowly, [(path, log), (path, log)])
+    assert results == [[0, 1, 2], [0, 1, 2]]
+    assert log.read_text() == "computed\n"  # the second waited for the first and loaded its file
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["log.txt", "step.npy", "step.npy.lock"]

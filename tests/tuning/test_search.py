@@ -212,15 +212,17 @@ def test_best_checkpoints_predict_raw_sessions_and_seed_tuning_train(two_familie
     for path in sorted(synthetic_raw.glob("log_*")):
         frame = pd.read_csv(path, dtype=str, keep_default_na=False)
         frame[frame.session_id.isin(ids)].to_csv(raw / path.name.replace(".gz", ""), index=False)
-    test = json.loads((exp_dir / "test_results" / "lstm.json").read_text())
     command = next(line for line in lines if "python -m tuning.predict --checkpoint" in line)
     checkpoint = command.split("--checkpoint ")[1].split()[0]
-    assert checkpoint == str(exp_dir / "best" / "lstm")
+    tests = {f: json.loads((exp_dir / "test_results" / f"{f}.json").read_text()) for f in ("lstm", "transformer")}
+    winner = max(tests, key=lambda f: tests[f]["val"]["maa"])  # the command names the best family's checkpoint
+    assert checkpoint == str(exp_dir / "best" / winner)
+    test = tests[winner]
     out = tmp_path / "pred.csv"
     assert predict_main(["--checkpoint", checkpoint, "--raw", str(raw), "--out", str(out), "--device", "cpu"]) == 0
     assert f"MAA {test['test']['maa']:.4f}" in capsys.readouterr().out  # the same sessions, scored again from raw logs
     task, model, config = resolve_run(build_parser().parse_args(["--config", checkpoint]))
-    assert (task, model, config["hidden_size"]) == ("skip", "lstm", 16)
+    assert (task, model, config["embedding_dim"]) == ("skip", winner, 16)
 
 
 def test_the_report_page_renders_in_headless_chromium_with_the_leaderboard_and_plots(two_families):
