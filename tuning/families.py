@@ -1,12 +1,13 @@
-"""Every searchable model family in one registry: the paper's six sequence models and DDPG alike.
+"""Every searchable model family in one registry: the paper's six sequence models, DDPG and a GBDT peer alike.
 
 A `Family` is what the search, the trial, ``tuning.train`` and ``tuning.predict``
 need to know about one model family, and nothing is special-cased by a family's
 name anywhere else:
 
 - ``trainer``: the class that trains it, meeting ``tuning.trainer.TrainerProtocol``
-  (``tuning.trainer.Trainer`` for the supervised models of ``models/``,
-  ``rl.trainer.RLTrainer`` for DDPG), imported only when used;
+  (``tuning.trainer.Trainer`` for the sequence models of ``models/``,
+  ``rl.trainer.RLTrainer`` for DDPG, ``models.gbdt.GBDTTrainer`` for the
+  gradient-boosted peer), imported only when used;
 - ``config_cls``: the dataclass of its hyperparameters; a field's name is the
   name in the search space, in Tune's results and in ``--fix``/``--set``;
   ``options_cls``, the trainer's own knobs that ``--fix`` may pin too;
@@ -117,10 +118,25 @@ def _ddpg_family() -> Family:
     )
 
 
+def _gbdt_family() -> Family:
+    from models import gbdt
+
+    return Family(
+        name="gbdt",
+        tasks=("skip",),
+        trainer_path="models.gbdt:GBDTTrainer",
+        config_cls=gbdt.GBDTConfig,
+        search_space=dict(gbdt.SEARCH_SPACE),
+        paper_configs=dict(gbdt.PAPER_CONFIGS),
+        start_configs=dict(gbdt.START_CONFIGS),
+        uses_gpu=False,  # LightGBM on the trial's CPUs
+    )
+
+
 def _registry() -> dict[str, Family]:
     families = _supervised_families()
-    ddpg = _ddpg_family()
-    families[ddpg.name] = ddpg
+    for family in (_ddpg_family(), _gbdt_family()):
+        families[family.name] = family
     return families
 
 

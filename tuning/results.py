@@ -96,10 +96,7 @@ class Experiment:
 
     def planned_trials(self, family: str) -> int | None:
         """Trials the search meant to run for `family` (searched ones plus the paper's), when known."""
-        per_family = self.options.get("trials_per_family")
-        if per_family is None:
-            return None
-        return int(per_family) + (1 if self.options.get("paper_configs", True) else 0)
+        return (self.meta.get("planned_trials") or {}).get(family)
 
 
 def is_number(value) -> bool:

@@ -114,8 +114,8 @@ def run_search(options: SearchOptions) -> Path:
     cluster = connect_cluster(options)
     data_dir, dataset = given_data or default_data()
     options = size_to_cluster(options, dataset, cluster)
-    place = open_experiment(options, families, fixed, data_dir, dataset, optuna_url)
-    announce(options, families, place, cluster)
+    place = open_experiment(options, plans, fixed, data_dir, dataset, optuna_url)
+    announce(options, plans, place)
     score_baselines(options, data_dir, place)
     results = run_tune(options, families, plans, fixed, data_dir, place)
     return finish(options, families, results, data_dir, place)
@@ -273,7 +273,7 @@ def default_concurrency(options: SearchOptions, cpus: float, gpus: float) -> int
     return max(1, limit)
 
 
-def open_experiment(options: SearchOptions, families: list, fixed: dict, data_dir, dataset, optuna_url) -> ExperimentPlace:
+def open_experiment(options: SearchOptions, plans: list, fixed: dict, data_dir, dataset, optuna_url) -> ExperimentPlace:
     """The experiment folder: created with search.json for a new search, read back (and copied down) on resume."""
     root = experiment_root(options.storage)
     name = options.name or f"{options.task}-{options.model.replace(',', '+')}-{datetime.now(timezone.utc):%Y%m%d-%H%M%S}"
@@ -294,7 +294,8 @@ def open_experiment(options: SearchOptions, families: list, fixed: dict, data_di
     if not options.resume:
         meta = {
             "options": options.saved(),
-            "families": [f.name for f in families],
+            "families": [plan.family for plan in plans],
+            "planned_trials": {plan.family: plan.trials + (plan.paper is not None) for plan in plans},
             "fixed": fixed,
             "data_dir": str(data_dir),
             "data_fingerprint": dataset.fingerprint,
@@ -310,12 +311,12 @@ def open_experiment(options: SearchOptions, families: list, fixed: dict, data_di
     return place
 
 
-def announce(options: SearchOptions, families: list, place: ExperimentPlace, cluster) -> None:
+def announce(options: SearchOptions, plans: list, place: ExperimentPlace) -> None:
     """What runs, where it is written, and how to watch it (each command once, with real paths)."""
-    per_family = options.trials_per_family + (1 if options.paper_configs else 0)
-    say(f"search: task {options.task}, {len(families)} families ({', '.join(f.name for f in families)}), "
-        f"{per_family} trials each ({options.trials_per_family} searched"
-        f"{' + its paper configuration' if options.paper_configs else ''}), up to {options.max_epochs} epochs, "
+    with_paper = [plan.family for plan in plans if plan.paper is not None]
+    paper = f" + the paper's configuration ({', '.join(with_paper)})" if with_paper else ""
+    say(f"search: task {options.task}, {len(plans)} families ({', '.join(plan.family for plan in plans)}), "
+        f"{options.trials_per_family} searched trials each{paper}, up to {options.max_epochs} epochs, "
         f"{SAMPLER_NAMES[options.searcher]} sampler and {options.scheduler} early stopping per family; "
         f"{options.max_concurrent} at a time ({options.cpus_per_trial:g} CPU"
         f"{f' + {options.gpus_per_trial:g} GPU' if options.gpus_per_trial else ''} each); budget {options.budget}")

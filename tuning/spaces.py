@@ -235,7 +235,9 @@ def plan_search(families, options) -> tuple[list[FamilyPlan], dict[str, dict[str
             return scale_down(config, space) if budget_small else config
 
         start = prepared(family.start_configs.get(options.task, {}))
-        paper = prepared(family.paper_configs.get(options.task, {})) if options.paper_configs else None
+        # a family the paper did not have (gbdt) has no paper configuration to run
+        has_paper = options.paper_configs and options.task in family.paper_configs
+        paper = prepared(family.paper_configs[options.task]) if has_paper else None
         queued = [(p, "points") for p in given[family.name]] + [(start, "start")]
         for values in [p for p, _ in queued] + ([paper] if paper is not None else []):
             space = widen(space, values)  # Optuna rejects a categorical value outside the space

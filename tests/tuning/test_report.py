@@ -39,7 +39,7 @@ def make_experiment(tmp_path: Path, task="skip") -> Experiment:
     ]
     meta = {"options": {"task": task, "max_epochs": 3, "protocol": "paper", "trials_per_family": 2,
                         "paper_configs": True, "searcher": "optuna", "scheduler": "asha", "budget": "small"},
-            "families": ["lstm", "transformer"], "data_dir": "/data"}
+            "families": ["lstm", "transformer"], "planned_trials": {"lstm": 3, "transformer": 3}, "data_dir": "/data"}
     baselines = [
         {"name": "session_majority", "val": _metrics(0.55), "test": _metrics(0.545), "seconds": 0.1},
         {"name": "copy_last_skip", "val": _metrics(0.52), "test": _metrics(0.53), "seconds": 0.1},

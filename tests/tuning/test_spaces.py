@@ -86,7 +86,7 @@ def test_every_family_gets_the_same_trials_a_full_start_point_and_its_paper_conf
     paper, _ = lstm.paper
     assert paper["lr"] == 1e-5 and paper["hidden_size"] == 128  # the paper's lr; its 512 scaled to the small range
     # the small budget pins a small, briefly pre-trained BERT, which the bert family does not search
-    assert fixed["bert"]["pretrain_epochs"] == 1 and fixed["bert"]["embedding_dim"] == 64
+    assert fixed["bert"]["pretrain_epochs"] == 5 and fixed["bert"]["embedding_dim"] == 64
     assert fixed["lstm"] == {}
 
 
@@ -122,3 +122,8 @@ def test_widening_adds_a_points_values_to_the_space():
     wide = widen(LSTM, {"hidden_size": 32, "lr": 1e-2, "num_layers": 6, "batch_size": 64})
     assert wide == {"hidden_size": ("choice", [128, 256, 512, 32]), "lr": ("loguniform", 1e-5, 1e-2), "num_layers": ("randint", 1, 7)}
     assert widen(LSTM, {"hidden_size": 256, "lr": 1e-4}) == LSTM
+
+
+def test_a_family_the_paper_did_not_have_runs_no_paper_trial():
+    (plan,), _ = _plans(model="gbdt", trials_per_family=2)
+    assert plan.paper is None and [p[2] for p in plan.points] == ["start"]
