@@ -194,4 +194,11 @@ def restore_trainer(directory: str | Path, data_dir: Any = "saved", device: str 
         family = get_family(str(state["model"]))
     except UnknownFamily as error:
         raise CheckpointError(f"{Path(directory) / 'trainer.json'}: {error}") from None
-    return family.trainer.restore(directory, data_dir=data_dir, device=device)
+    try:
+        return family.trainer.restore(directory, data_dir=data_dir, device=device)
+    except CheckpointError:
+        raise
+    except Exception as error:  # noqa: BLE001 - whatever a damaged or foreign checkpoint makes the trainer raise
+        text = str(error).strip()
+        reason = f"{type(error).__name__}: {text.splitlines()[0] if text else ''}"
+        raise CheckpointError(f"{directory}: cannot restore this {family.name} checkpoint ({reason})") from None
