@@ -43,7 +43,7 @@ BASELINES = ("all_skip", "session_majority", "copy_last_skip")
 
 # The variants compared inside each fold (small CPU configurations). "paper" = the paper's inputs
 # (track ids with skip padding); the others add session context and the regularisers that matter
-# with 3K training sessions (see models/common.py: track_dropout, position_weights, wide_context).
+# with 3K training sessions (see models/config.py: track_dropout, position_weights, wide_context).
 LSTM = {"hidden_size": 128, "embedding_dim": 64, "batch_size": 64}
 TRANSFORMER = {"embedding_dim": 64, "ffn_dim": 128, "num_layers": 2, "num_heads": 2, "batch_size": 64}
 CONTEXT = {"use_context": True, "position_weights": "maa", "track_dropout": 0.5}

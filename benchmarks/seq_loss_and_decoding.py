@@ -35,7 +35,7 @@ from benchmarks.machine import cpu_model, emit  # noqa: E402
 
 from data_pipeline.dataset import split_halves  # noqa: E402
 from data_pipeline.schema import FIRST_TRACK_ID, MAX_SESSION_LENGTH, SEQUENCE_COLUMN_NAMES  # noqa: E402
-from models.common import DataInfo  # noqa: E402
+from models.data import DataInfo
 from models.registry import get_model  # noqa: E402
 
 

@@ -40,8 +40,6 @@ from __future__ import annotations
 import argparse
 import hashlib
 import json
-import logging
-import os
 import pickle
 import shutil
 import sys

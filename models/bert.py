@@ -31,17 +31,12 @@ import torch.nn.functional as F
 
 from data_pipeline.dataset import HALF_LENGTH
 from data_pipeline.schema import FIRST_TRACK_ID, MASK_ID, MAX_SESSION_LENGTH, PAD_ID
-from models.common import (
-    CommonConfig,
-    DataInfo,
-    OutputHead,
-    SessionFeatures,
-    check_task,
-    encoder_tokens,
-    evaluation_mode,
-    mask_reserved_,
-    train_session_tracks,
-)
+from data_pipeline.tasks import check_task
+from models.config import CommonConfig
+from models.data import DataInfo, train_session_tracks
+from models.encoder_decoder import evaluation_mode
+from models.heads import OutputHead, mask_reserved_
+from models.inputs import SessionFeatures, encoder_tokens
 from models.transformer import EncoderBlock, check_heads, padding_mask, project
 from models.cache import cache_key, cached
 

@@ -24,13 +24,13 @@ from dataclasses import dataclass
 import torch
 import torch.nn as nn
 
-from data_pipeline.dataset import HALF_LENGTH
 from data_pipeline.schema import PAD_ID
 from models.bert import BertConfig, BertLM, ClozeOptions, load_pretrained_bert
 from models.bert import pretrain as pretrain_bert
-from models.common import CommonConfig, DataInfo, EncoderDecoder, InputEmbedding, OutputHead
+from models.config import CommonConfig
+from models.data import DataInfo
 from models import transformer
-from models.transformer import Attention, FeedForward, causal_mask, check_heads, padding_mask, project
+from models.transformer import Attention, FeedForward, Transformer, check_heads
 
 
 @dataclass
@@ -87,9 +87,9 @@ class FusedEncoderBlock(nn.Module):
         self.ln_2 = nn.LayerNorm(dim)
         self.ffn = FeedForward(dim, ffn_dim, dropout)
 
-    def forward(self, x, bert, allowed, bert_allowed):
+    def forward(self, x, allowed, bert):
         h = self.ln_1(x)
-        x = x + drop_net(self.self_attn(h, h, allowed), self.bert_attn(h, bert, bert_allowed), self.drop_net_p, self.training)
+        x = x + drop_net(self.self_attn(h, h, allowed), self.bert_attn(h, bert, allowed), self.drop_net_p, self.training)
         return x + self.ffn(self.ln_2(x))
 
 
@@ -105,7 +105,7 @@ class FusedDecoderBlock(nn.Module):
         self.ln_3 = nn.LayerNorm(dim)
         self.ffn = FeedForward(dim, ffn_dim, dropout)
 
-    def forward(self, y, memory, bert, self_allowed, memory_allowed):
+    def forward(self, y, memory, self_allowed, memory_allowed, bert):
         h = self.ln_1(y)
         y = y + self.self_attn(h, h, self_allowed)
         h = self.ln_2(y)
@@ -115,52 +115,36 @@ class FusedDecoderBlock(nn.Module):
         return y + self.ffn(self.ln_3(y))
 
 
-class BertFusedTransformer(EncoderDecoder):
+class BertFusedTransformer(Transformer):
+    """The Transformer of transformer.py with fused blocks that also attend to a pre-trained BERT's states."""
+
     def __init__(self, config: BertFusedConfig, task: str, info: DataInfo):
-        super().__init__(config, task, info)
-        d, bert_dim = config.embedding_dim, config.bert_embedding_dim
         bert_lm = BertLM(config.bert_config(), info.vocab_size)
         load_pretrained_bert(bert_lm, config, info)
+        super().__init__(config, task, info)
         self.bert = bert_lm.encoder
         if config.freeze_bert:
             self.bert.requires_grad_(False)
-        self.inputs = InputEmbedding(config, info)
-        self.encoder_in = project(self.inputs.encoder_dim, d)
-        self.decoder_in = project(self.inputs.decoder_dim, d)
-        self.encoder_pos = nn.Embedding(HALF_LENGTH, d)
-        self.decoder_pos = nn.Embedding(HALF_LENGTH, d)
-        args = (d, config.num_heads, config.ffn_dim, config.dropout, bert_dim, config.drop_net)
-        self.encoder_blocks = nn.ModuleList([FusedEncoderBlock(*args) for _ in range(config.num_layers)])
-        self.decoder_blocks = nn.ModuleList([FusedDecoderBlock(*args) for _ in range(config.num_layers)])
-        self.encoder_ln = nn.LayerNorm(d)
-        self.decoder_ln = nn.LayerNorm(d)
-        self.head = OutputHead(d, task, info.vocab_size, config)
+
+    def encoder_block(self) -> nn.Module:
+        c = self.config
+        return FusedEncoderBlock(c.embedding_dim, c.num_heads, c.ffn_dim, c.dropout, c.bert_embedding_dim, c.drop_net)
+
+    def decoder_block(self) -> nn.Module:
+        c = self.config
+        return FusedDecoderBlock(c.embedding_dim, c.num_heads, c.ffn_dim, c.dropout, c.bert_embedding_dim, c.drop_net)
+
+    def side_input(self, batch: dict) -> torch.Tensor:
+        """The BERT's states of the first half's tracks as played (B, 10, bert_dim)."""
+        in_mask = batch["in_mask"]
+        with torch.set_grad_enabled(torch.is_grad_enabled() and not self.config.freeze_bert):
+            return self.bert(batch["in_tracks"].masked_fill(~in_mask, PAD_ID), in_mask)
 
     def train(self, mode: bool = True):
         super().train(mode)
         if self.config.freeze_bert:
             self.bert.eval()  # a fixed BERT: no dropout either
         return self
-
-    def encode(self, batch: dict) -> dict:
-        in_mask = batch["in_mask"]
-        with torch.set_grad_enabled(torch.is_grad_enabled() and not self.config.freeze_bert):
-            bert = self.bert(batch["in_tracks"].masked_fill(~in_mask, PAD_ID), in_mask)  # (B, 10, bert_dim)
-        x = self.encoder_in(self.inputs.encoder(batch, self.task))  # (B, 10, d)
-        x = x + self.encoder_pos(torch.arange(x.shape[1], device=x.device))
-        allowed = padding_mask(in_mask)
-        for block in self.encoder_blocks:
-            x = block(x, bert, allowed, allowed)
-        return {"memory": self.encoder_ln(x), "memory_mask": in_mask, "bert": bert}
-
-    def decode(self, memory: dict, x: torch.Tensor, state=None):
-        y = self.decoder_in(x)  # (B, t, d)
-        y = y + self.decoder_pos(torch.arange(y.shape[1], device=y.device))
-        self_allowed = causal_mask(y.shape[1], y.device)
-        memory_allowed = padding_mask(memory["memory_mask"])
-        for block in self.decoder_blocks:
-            y = block(y, memory["memory"], memory["bert"], self_allowed, memory_allowed)
-        return self.decoder_ln(y), None
 
 
 def build(config: BertFusedConfig, task: str, info: DataInfo) -> BertFusedTransformer:

@@ -14,7 +14,12 @@ from dataclasses import dataclass
 import torch
 import torch.nn as nn
 
-from models.common import CommonConfig, DataInfo, EncoderDecoder, InputEmbedding, OutputHead
+from models.config import CommonConfig
+from models.data import DataInfo
+from models.encoder_decoder import EncoderDecoder
+from models.heads import OutputHead
+from models.inputs import InputEmbedding
+from models import lstm_w2v
 from models.lstm import run_packed
 from models.word2vec import Word2VecOptions, pretrain_word2vec, pretrained_vectors
 
@@ -64,15 +69,6 @@ def build(config: BiGRUConfig, task: str, info: DataInfo) -> BiGRU:
 
 pretrain = pretrain_word2vec
 
-SEARCH_SPACE = {
-    "hidden_size": ("choice", [128, 256, 512, 1024]),
-    "num_layers": ("randint", 1, 3),
-    "dropout": ("uniform", 0.0, 0.5),
-    "lr": ("loguniform", 1e-5, 3e-3),
-    "batch_size": ("choice", [64, 128, 256, 512]),
-}
-
-PAPER_CONFIGS = {
-    "skip": {"hidden_size": 512, "num_layers": 1, "lr": 1e-5, "batch_size": 256},
-    "seq": {"hidden_size": 512, "num_layers": 1, "lr": 1e-4, "batch_size": 256},
-}
+# The LSTM-word2vec's space and paper configurations (paper 2.1.3: the same sizes, a GRU cell).
+SEARCH_SPACE = dict(lstm_w2v.SEARCH_SPACE)
+PAPER_CONFIGS = {task: dict(config) for task, config in lstm_w2v.PAPER_CONFIGS.items()}

@@ -14,7 +14,11 @@ import torch
 import torch.nn as nn
 from torch.nn.utils.rnn import pack_padded_sequence
 
-from models.common import CommonConfig, DataInfo, EncoderDecoder, InputEmbedding, OutputHead
+from models.config import CommonConfig
+from models.data import DataInfo
+from models.encoder_decoder import EncoderDecoder
+from models.heads import OutputHead
+from models.inputs import InputEmbedding
 
 
 @dataclass

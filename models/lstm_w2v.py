@@ -9,9 +9,9 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from models.common import DataInfo
+from models.data import DataInfo
+from models import lstm
 from models.lstm import LSTMConfig, LSTMEncoderDecoder
-from models.lstm import SEARCH_SPACE as LSTM_SEARCH_SPACE
 from models.word2vec import Word2VecOptions, pretrain_word2vec, pretrained_vectors
 
 
@@ -27,10 +27,6 @@ def build(config: LSTMWord2VecConfig, task: str, info: DataInfo) -> LSTMEncoderD
 
 pretrain = pretrain_word2vec
 
-# the embedding width is the word2vec dimension, fixed at the paper's 100
-SEARCH_SPACE = {k: v for k, v in LSTM_SEARCH_SPACE.items() if k != "embedding_dim"}
-
-PAPER_CONFIGS = {
-    "skip": {"hidden_size": 512, "num_layers": 1, "lr": 1e-5, "batch_size": 256},
-    "seq": {"hidden_size": 512, "num_layers": 1, "lr": 1e-4, "batch_size": 256},
-}
+# The LSTM's space without the embedding width, which is the word2vec dimension (the paper's 100).
+SEARCH_SPACE = {k: v for k, v in lstm.SEARCH_SPACE.items() if k != "embedding_dim"}
+PAPER_CONFIGS = {task: dict(config) for task, config in lstm.PAPER_CONFIGS.items()}

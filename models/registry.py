@@ -24,7 +24,8 @@ import torch.nn as nn
 
 from data_pipeline.tasks import TASKS
 from models import bert, bert_fused, bigru, lstm, lstm_w2v, transformer
-from models.common import COMMON_PAPER_VALUES, COMMON_SEARCH_SPACE, CommonConfig, DataInfo
+from models.config import COMMON_PAPER_VALUES, COMMON_SEARCH_SPACE, CommonConfig
+from models.data import DataInfo
 
 SEARCH_SPACE_KINDS = ("choice", "uniform", "loguniform", "randint")
 
@@ -63,7 +64,7 @@ class ModelSpec:
 
 def _spec(name: str, module, config_cls, pretrain=None) -> ModelSpec:
     """A family's spec: its own space and paper configs plus the options every family has
-    (models.common.COMMON_SEARCH_SPACE: track dropout, loss position weights)."""
+    (models.config.COMMON_SEARCH_SPACE: context, track dropout, loss position weights)."""
     space = {**module.SEARCH_SPACE, **COMMON_SEARCH_SPACE}
     paper = {task: {**COMMON_PAPER_VALUES, **config} for task, config in module.PAPER_CONFIGS.items()}
     return ModelSpec(

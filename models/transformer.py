@@ -18,7 +18,11 @@ import torch.nn as nn
 import torch.nn.functional as F
 
 from data_pipeline.dataset import HALF_LENGTH
-from models.common import CommonConfig, DataInfo, EncoderDecoder, InputEmbedding, OutputHead
+from models.config import CommonConfig
+from models.data import DataInfo
+from models.encoder_decoder import EncoderDecoder
+from models.heads import OutputHead
+from models.inputs import InputEmbedding
 
 
 @dataclass
@@ -105,7 +109,7 @@ class EncoderBlock(nn.Module):
         self.ln_2 = nn.LayerNorm(dim)
         self.ffn = FeedForward(dim, ffn_dim, dropout)
 
-    def forward(self, x: torch.Tensor, allowed: torch.Tensor) -> torch.Tensor:
+    def forward(self, x: torch.Tensor, allowed: torch.Tensor, side: torch.Tensor | None = None) -> torch.Tensor:
         h = self.ln_1(x)
         x = x + self.attn(h, h, allowed)
         return x + self.ffn(self.ln_2(x))
@@ -123,7 +127,7 @@ class DecoderBlock(nn.Module):
         self.ln_3 = nn.LayerNorm(dim)
         self.ffn = FeedForward(dim, ffn_dim, dropout)
 
-    def forward(self, x, memory, self_allowed, memory_allowed) -> torch.Tensor:
+    def forward(self, x, memory, self_allowed, memory_allowed, side=None) -> torch.Tensor:
         h = self.ln_1(x)
         x = x + self.self_attn(h, h, self_allowed)
         x = x + self.cross_attn(self.ln_2(x), memory, memory_allowed)
@@ -149,20 +153,35 @@ class Transformer(EncoderDecoder):
         self.decoder_in = project(self.inputs.decoder_dim, d)
         self.encoder_pos = nn.Embedding(HALF_LENGTH, d)
         self.decoder_pos = nn.Embedding(HALF_LENGTH, d)
-        args = (d, config.num_heads, config.ffn_dim, config.dropout)
-        self.encoder_blocks = nn.ModuleList([EncoderBlock(*args) for _ in range(config.num_layers)])
-        self.decoder_blocks = nn.ModuleList([DecoderBlock(*args) for _ in range(config.num_layers)])
+        self.encoder_blocks = nn.ModuleList([self.encoder_block() for _ in range(config.num_layers)])
+        self.decoder_blocks = nn.ModuleList([self.decoder_block() for _ in range(config.num_layers)])
         self.encoder_ln = nn.LayerNorm(d)
         self.decoder_ln = nn.LayerNorm(d)
         self.head = OutputHead(d, task, info.vocab_size, config)
 
+    # What a variant changes (bert_fused.py): the blocks, and a side input every block may attend to.
+
+    def encoder_block(self) -> nn.Module:
+        c = self.config
+        return EncoderBlock(c.embedding_dim, c.num_heads, c.ffn_dim, c.dropout)
+
+    def decoder_block(self) -> nn.Module:
+        c = self.config
+        return DecoderBlock(c.embedding_dim, c.num_heads, c.ffn_dim, c.dropout)
+
+    def side_input(self, batch: dict) -> torch.Tensor | None:
+        """Extra states (B, 10, d_side) every block may attend to; none in the standard Transformer."""
+        return None
+
     def encode(self, batch: dict) -> dict:
+        side = self.side_input(batch)
         x = self.encoder_in(self.inputs.encoder(batch, self.task))  # (B, 10, d)
         x = x + self.encoder_pos(torch.arange(x.shape[1], device=x.device))
         allowed = padding_mask(batch["in_mask"])
         for block in self.encoder_blocks:
-            x = block(x, allowed)
-        return {"memory": self.encoder_ln(x), "memory_mask": batch["in_mask"]}
+            x = block(x, allowed, side)
+        memory = {"memory": self.encoder_ln(x), "memory_mask": batch["in_mask"]}
+        return memory if side is None else {**memory, "side": side}
 
     def decode(self, memory: dict, x: torch.Tensor, state=None):
         y = self.decoder_in(x)  # (B, t, d)
@@ -170,7 +189,7 @@ class Transformer(EncoderDecoder):
         self_allowed = causal_mask(y.shape[1], y.device)
         memory_allowed = padding_mask(memory["memory_mask"])
         for block in self.decoder_blocks:
-            y = block(y, memory["memory"], self_allowed, memory_allowed)
+            y = block(y, memory["memory"], self_allowed, memory_allowed, memory.get("side"))
         return self.decoder_ln(y), None
 
 

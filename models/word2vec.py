@@ -17,7 +17,7 @@ import numpy as np
 
 from data_pipeline.schema import FIRST_TRACK_ID, PAD_ID
 from models.cache import cache_key, cached
-from models.common import train_session_tracks
+from models.data import train_session_tracks
 
 log = logging.getLogger(__name__)
 

@@ -10,7 +10,6 @@ from __future__ import annotations
 
 from dataclasses import asdict, dataclass, fields
 
-from data_pipeline.tasks import TASKS
 
 NAME = "ddpg"
 

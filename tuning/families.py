@@ -106,7 +106,7 @@ def _ddpg_family() -> Family:
 
     return Family(
         name=spec.NAME,
-        tasks=tuple(spec.TASKS),
+        tasks=TASKS,
         trainer_path="rl.trainer:RLTrainer",
         config_cls=spec.DDPGModelConfig,
         search_space=dict(spec.SEARCH_SPACE),

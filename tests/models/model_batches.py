@@ -7,7 +7,7 @@ import torch
 
 from data_pipeline.dataset import split_halves
 from data_pipeline.schema import FIRST_TRACK_ID, MAX_SESSION_LENGTH, SEQUENCE_COLUMN_NAMES, TRACK_FEATURE_NAMES
-from models.common import DataInfo
+from models.data import DataInfo
 
 VOCAB_SIZE = 40
 CATEGORIES = {

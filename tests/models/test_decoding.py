@@ -11,7 +11,7 @@ from tests.models.model_batches import DECODER_MODELS, make_batch, make_info, ra
 
 from data_pipeline.dataset import split_halves
 from data_pipeline.schema import FIRST_TRACK_ID
-from models.decoding import beam_search, greedy_decode, sequence_log_prob
+from models.encoder_decoder import beam_search, greedy_decode, sequence_log_prob
 
 
 @pytest.fixture(scope="module")

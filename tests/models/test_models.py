@@ -7,10 +7,12 @@ import dataclasses
 
 import pytest
 import torch
-from tests.models.model_batches import DECODER_MODELS, TINY_CONFIGS, VOCAB_SIZE, make_batch, make_info, tiny_model
+from tests.models.model_batches import DECODER_MODELS, VOCAB_SIZE, make_batch, make_info, tiny_model
 
 from data_pipeline.schema import FIRST_TRACK_ID, MASK_ID, PAD_ID, SKIP_ID
-from models.common import DataInfo, encoder_tokens, log_uniform_log_q, log_uniform_sample, shifted_targets
+from models.data import DataInfo
+from models.heads import log_uniform_log_q, log_uniform_sample
+from models.inputs import encoder_tokens, shifted_targets
 from models.registry import MODELS, SEARCH_SPACE_KINDS, config_to_dict, get_model
 
 ALL_MODELS = tuple(MODELS)

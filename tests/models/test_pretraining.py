@@ -98,7 +98,7 @@ def test_cloze_masking_chooses_20_percent_then_80_10_10():
 
 def test_cloze_pretraining_loss_decreases(playlists):
     from models.bert import BertConfig
-    from models.common import train_session_tracks
+    from models.data import train_session_tracks
 
     tracks, lengths = train_session_tracks(playlists)
     torch.manual_seed(0)
@@ -152,7 +152,7 @@ def test_fused_bert_stays_fixed_while_the_transformer_trains():
 
 
 def test_data_info_from_a_prepared_dataset_carries_its_vocabulary_features_and_categories(playlists):
-    from models.common import DataInfo
+    from models.data import DataInfo
 
     info = DataInfo.from_dataset(playlists, {"word2vec": np.zeros((VOCAB, 4), np.float32)})
     assert info.vocab_size == VOCAB

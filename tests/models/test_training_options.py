@@ -1,5 +1,5 @@
 """The training options beyond the paper: MAA position weights, track dropout and the wide
-context term (models/common.py), on hand-made cases and tiny batches."""
+context term (models/inputs.py, models/heads.py), on hand-made cases and tiny batches."""
 
 from __future__ import annotations
 
@@ -10,7 +10,8 @@ import torch.nn.functional as F
 from tests.models.model_batches import make_batch, make_info, tiny_model
 
 from data_pipeline.schema import FIRST_TRACK_ID, MASK_ID, PAD_ID, SKIP_ID, UNK_ID
-from models.common import WideSkipContext, drop_tracks, maa_position_weights
+from models.heads import WideSkipContext, maa_position_weights
+from models.inputs import drop_tracks
 from models.metrics import mean_average_accuracy
 from models.registry import get_model
 

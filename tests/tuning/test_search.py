@@ -25,7 +25,7 @@ import pytest
 
 from tuning.config_io import load_config_file
 from tuning.families import Family, UnknownFamily, families_for
-from tuning.options import SearchOptions, UsageError
+from tuning.options import SearchOptions
 from tuning.results import load_experiment
 from tuning.search import main, run_search
 from tuning.searcher import ORPHANED_ATTR, study_name

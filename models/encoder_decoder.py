@@ -1,22 +1,98 @@
-"""Decoding the second half for the seq task: greedy (the paper) and beam search.
+"""The paper's encoder-decoder for both tasks (figure 1), and how it decodes the second half.
 
-Works with any ``models.common.EncoderDecoder``: it calls ``encode`` once, then
-``decode`` step by step (only the newest step for RNNs, the whole prefix for
-Transformers), and scores with ``head.logits``, whose reserved ids are
--inf, so no reserved id is ever chosen.
+A model file (``lstm.py``, ``transformer.py`` ...) subclasses ``EncoderDecoder``
+and writes only ``encode`` and ``decode``; the skeleton does teacher forcing,
+the skip task's given second-half tracks, and prediction: for ``seq`` greedy
+decoding (the paper) or beam search, over the whole vocabulary (the head's
+reserved ids are -inf, so no reserved id is ever chosen).
 
-A session's score is the sum of its log-probabilities over its real output
-positions (``n_out``); positions past ``n_out`` are filled greedily at no
-cost, so under the challenge protocol the beam ranks hypotheses by what is
+A session's decoding score is the sum of its log-probabilities over its real
+output positions (``n_out``); positions past ``n_out`` are filled greedily at
+no cost, so under the challenge protocol the beam ranks hypotheses by what is
 evaluated only.
 """
 
 from __future__ import annotations
 
 import torch
+import torch.nn as nn
 
 from data_pipeline.dataset import HALF_LENGTH
-from models.common import START_ID, evaluation_mode
+from data_pipeline.schema import PAD_ID
+from data_pipeline.tasks import check_task
+from models.config import CommonConfig
+from models.data import DataInfo
+from models.inputs import START_ID, shifted_targets
+
+class EncoderDecoder(nn.Module):
+    """The paper's encoder-decoder for both tasks (figure 1).
+
+    Subclasses build ``self.inputs`` (InputEmbedding), ``self.head``
+    (OutputHead) and write:
+
+    - ``encode(batch) -> memory``: a dict of batch-first tensors;
+    - ``decode(memory, x, state) -> (hidden (B, t, H), state)``: decoder states
+      for decoder inputs ``x`` (B, t, decoder_dim). With
+      ``incremental_decoding = True`` (RNNs) ``x`` may be only the newest step
+      and ``state`` (a dict of batch-first tensors, or None to start from
+      ``memory``) carries the rest; otherwise ``x`` is the whole prefix.
+    """
+
+    incremental_decoding = False
+
+    def __init__(self, config: CommonConfig, task: str, info: DataInfo):
+        super().__init__()
+        check_task(task, type(self).__name__)
+        self.config = config
+        self.task = task
+        self.vocab_size = info.vocab_size
+
+    def encode(self, batch: dict) -> dict:
+        raise NotImplementedError
+
+    def decode(self, memory: dict, x: torch.Tensor, state: dict | None) -> tuple[torch.Tensor, dict | None]:
+        raise NotImplementedError
+
+    def decoder_tokens(self, batch: dict) -> torch.Tensor:
+        """skip: the true second-half tracks; seq: the right-shifted targets (teacher forcing)."""
+        out_tracks = batch["out_tracks"].masked_fill(~batch["out_mask"], PAD_ID)
+        return out_tracks if self.task == "skip" else shifted_targets(out_tracks)
+
+    def forward(self, batch: dict) -> tuple[torch.Tensor | None, torch.Tensor]:
+        memory = self.encode(batch)
+        hidden, _ = self.decode(memory, self.inputs.decoder(self.decoder_tokens(batch)), None)  # (B, 10, H)
+        return self.head(hidden, batch)
+
+    @torch.no_grad()
+    def predict(self, batch: dict, beam_size: int = 1) -> torch.Tensor:
+        """(B, 10): skip flags (argmax per position) or track ids (greedy, or beam search with K=beam_size)."""
+        with evaluation_mode(self):
+            if self.task == "skip":
+                logits, _ = self.forward(batch)
+                return logits.argmax(-1)
+            if beam_size <= 1:
+                return greedy_decode(self, batch)[0]
+            return beam_search(self, batch, beam_size)[0]
+
+
+class evaluation_mode:
+    """`with evaluation_mode(model):` runs in eval mode (no dropout) and restores the previous mode."""
+
+    def __init__(self, model: nn.Module):
+        self.model = model
+
+    def __enter__(self):
+        self.was_training = self.model.training
+        self.model.eval()
+        return self.model
+
+    def __exit__(self, *exc):
+        self.model.train(self.was_training)
+
+
+# ---------------------------------------------------------------------------
+# decoding the second half (seq task)
+# ---------------------------------------------------------------------------
 
 
 def _next_log_probs(model, memory: dict, tokens: torch.Tensor, state: dict | None):
