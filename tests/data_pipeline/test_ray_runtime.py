@@ -1,0 +1,104 @@
+"""What a local Ray instance started by `init_ray` (as `tuning.search` starts it) listens on.
+
+Every process of the instance is a descendant of the driver that started it, so the driver's
+process tree is the instance: its listening sockets must all be on the loopback interface.
+The instance runs in a subprocess of its own so that the test session's instance (started
+without a dashboard) and any other Ray instance on this machine stay out of the picture.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+REPO = Path(__file__).resolve().parents[2]
+
+# Started as tuning.search starts it (dashboard on), with one task run so that a worker exists;
+# the agents start after ray.init returns, so wait until both listen before reading the sockets.
+SCRIPT = r"""
+import json, os, socket, sys, time
+
+from data_pipeline.ray_runtime import SINGLE_NODE_SWITCH, init_ray
+import ray
+import psutil
+from ray._private import ray_constants
+
+context = init_ray(num_cpus=1, object_store_memory=100 * 1024 * 1024, dashboard=True)
+after = {"switch_env": os.environ.get(SINGLE_NODE_SWITCH), "switch": ray_constants.ENABLE_RAY_CLUSTER,
+         "node_ip": ray._private.worker.global_worker.node.node_ip_address, "dashboard": context.dashboard_url}
+
+@ray.remote
+def ping():
+    return os.environ.get(SINGLE_NODE_SWITCH)
+
+after["worker_switch_env"] = ray.get(ping.remote())
+
+def listeners():
+    me = psutil.Process()
+    rows = []
+    for proc in [me, *me.children(recursive=True)]:
+        try:
+            command = " ".join(proc.cmdline())
+            sockets = proc.net_connections(kind="inet")
+        except psutil.Error:
+            continue
+        for s in sockets:
+            if s.status == psutil.CONN_LISTEN or s.type == socket.SOCK_DGRAM:
+                rows.append({"process": "driver" if proc.pid == me.pid else command[:120],
+                             "ip": s.laddr.ip, "port": s.laddr.port})
+    return rows
+
+deadline = time.monotonic() + 60
+while True:
+    rows = listeners()
+    seen = " ".join(r["process"] for r in rows)
+    if ("DashboardAgent" in seen and "RuntimeEnvAgent" in seen) or time.monotonic() > deadline:
+        break
+    time.sleep(0.5)
+print("LISTENERS " + json.dumps({"after": after, "listeners": rows}))
+ray.shutdown()
+"""
+
+
+def _is_loopback(ip: str) -> bool:
+    address = ipaddress.ip_address(ip)
+    mapped = getattr(address, "ipv4_mapped", None)  # ::ffff:127.0.0.1, an IPv6 socket bound to IPv4 loopback
+    return (mapped or address).is_loopback
+
+
+@pytest.fixture(scope="module")
+def local_instance() -> dict:
+    if not sys.platform.startswith("linux"):
+        pytest.skip("reads the listening sockets of Ray's processes through psutil as Linux reports them")
+    env = {k: v for k, v in os.environ.items() if k != "RAY_ADDRESS"}
+    done = subprocess.run(
+        [sys.executable, "-c", SCRIPT], cwd=REPO, env=env, capture_output=True, text=True, timeout=300
+    )
+    lines = [line for line in done.stdout.splitlines() if line.startswith("LISTENERS ")]
+    assert done.returncode == 0 and lines, f"exit {done.returncode}\n{done.stdout[-3000:]}\n{done.stderr[-3000:]}"
+    return json.loads(lines[-1][len("LISTENERS "):])
+
+
+def test_every_process_of_a_local_instance_listens_on_loopback_only(local_instance):
+    listeners = local_instance["listeners"]
+    processes = " ".join(row["process"] for row in listeners)
+    # The instance is really there: each kind of Ray process that serves something was seen.
+    for kind in ("driver", "gcs_server", "raylet", "dashboard.py", "DashboardAgent", "RuntimeEnvAgent", "ray::"):
+        assert kind in processes, f"no listening socket of {kind} found: {listeners}"
+    exposed = [row for row in listeners if not _is_loopback(row["ip"])]
+    assert not exposed, f"listening beyond the loopback interface: {exposed}"
+    host, port = local_instance["after"]["dashboard"].rsplit(":", 1)
+    assert host == "127.0.0.1" and {"ip": host, "port": int(port)} in [{"ip": r["ip"], "port": r["port"]} for r in listeners]
+
+
+def test_the_single_node_switch_reaches_ray_processes_but_not_the_driver_afterwards(local_instance):
+    after = local_instance["after"]
+    assert after["node_ip"] == "127.0.0.1"
+    assert after["worker_switch_env"] == "0"  # workers started after init_ray inherit it from the raylet
+    assert after["switch_env"] is None and after["switch"] is True  # a later subprocess of the driver does not
