@@ -1,9 +1,11 @@
-"""What a local Ray instance started by `init_ray` (as `tuning.search` starts it) listens on.
+"""What the Ray instances this project starts on one machine listen on: loopback only.
 
-Every process of the instance is a descendant of the driver that started it, so the driver's
-process tree is the instance: its listening sockets must all be on the loopback interface.
-The instance runs in a subprocess of its own so that the test session's instance (started
-without a dashboard) and any other Ray instance on this machine stay out of the picture.
+Every process of a local instance is a descendant of the driver that started it (and every
+node of the fake cluster a descendant of the fake cluster's process), so that process tree is
+the instance: its listening sockets must all be on the loopback interface. The local instance
+runs in a subprocess of its own, started as `tuning.search` starts it (`init_ray` with the
+dashboard), so that the test session's instance and any other Ray instance on this machine
+stay out of the picture.
 """
 
 from __future__ import annotations
@@ -17,7 +19,10 @@ from pathlib import Path
 
 import pytest
 
-REPO = Path(__file__).resolve().parents[2]
+REPO = Path(__file__).resolve().parents[1]
+pytestmark = pytest.mark.skipif(
+    not sys.platform.startswith("linux"), reason="reads listening sockets through psutil as Linux reports them"
+)
 
 # Started as tuning.search starts it (dashboard on), with one task run so that a worker exists;
 # the agents start after ray.init returns, so wait until both listen before reading the sockets.
@@ -74,8 +79,6 @@ def _is_loopback(ip: str) -> bool:
 
 @pytest.fixture(scope="module")
 def local_instance() -> dict:
-    if not sys.platform.startswith("linux"):
-        pytest.skip("reads the listening sockets of Ray's processes through psutil as Linux reports them")
     env = {k: v for k, v in os.environ.items() if k != "RAY_ADDRESS"}
     done = subprocess.run(
         [sys.executable, "-c", SCRIPT], cwd=REPO, env=env, capture_output=True, text=True, timeout=300
@@ -102,3 +105,22 @@ def test_the_single_node_switch_reaches_ray_processes_but_not_the_driver_afterwa
     assert after["node_ip"] == "127.0.0.1"
     assert after["worker_switch_env"] == "0"  # workers started after init_ray inherit it from the raylet
     assert after["switch_env"] is None and after["switch"] is True  # a later subprocess of the driver does not
+
+
+def test_every_node_of_the_fake_cluster_listens_on_loopback_only():
+    import psutil
+
+    from tuning.fake_cluster import FakeCluster
+
+    with FakeCluster(cpu_nodes=1, gpu_nodes=1, dashboard=True) as cluster:
+        root = psutil.Process(cluster.pid)
+        listeners = [
+            (proc.pid, s.laddr) for proc in [root, *root.children(recursive=True)]
+            for s in proc.net_connections(kind="inet") if s.status == psutil.CONN_LISTEN
+        ]
+        raylets = [p for p in root.children(recursive=True) if p.name() == "raylet"]
+        address = cluster.address
+    assert len(raylets) == 3  # head, cpu-1, gpu-1: each node really started
+    assert address.startswith("127.0.0.1:")
+    exposed = [(pid, addr) for pid, addr in listeners if not _is_loopback(addr.ip)]
+    assert listeners and not exposed, f"listening beyond the loopback interface: {exposed}"
