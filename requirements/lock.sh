@@ -12,10 +12,12 @@
 # in requires-python.
 set -euo pipefail
 cd "$(dirname "$0")/.."
-UV=${UV:-$(command -v uv || echo .venv/bin/uv)}
+UV=${UV:-$( [ -x .venv/bin/uv ] && echo .venv/bin/uv || echo uv)}  # the locked uv first
 TORCH_CPU_WHEELS=${TORCH_CPU_WHEELS:-https://download.pytorch.org/whl/cpu/torch/}
 
-common=(pyproject.toml --extra dev --extra monitor --universal --python-version 3.11 --quiet
+# The Pythons requires-python allows, 3.$low to 3.$((high - 1)): the universal resolution starts at the lowest.
+read -r low high < <(sed -nE 's/^requires-python = ">=3\.([0-9]+),<3\.([0-9]+)"/\1 \2/p' pyproject.toml)
+common=(pyproject.toml --extra dev --extra monitor --universal --python-version "3.$low" --quiet
         --custom-compile-command "bash requirements/lock.sh" "$@")
 "$UV" pip compile "${common[@]}" --override requirements/torch-cpu.in --find-links "$TORCH_CPU_WHEELS" \
     -o requirements/cpu.txt
@@ -24,7 +26,6 @@ common=(pyproject.toml --extra dev --extra monitor --universal --python-version 
 # Every Python in requires-python must find a wheel of every pinned package, so that no user
 # builds one from source: resolve cuda.txt (all of cpu.txt's packages but the +cpu torch, which
 # only PyTorch's index can tell) for each, on Linux x86_64 and on macOS 14 (torch's oldest) arm64.
-read -r low high < <(sed -nE 's/^requires-python = ">=3\.([0-9]+),<3\.([0-9]+)"/\1 \2/p' pyproject.toml)
 for python in $(seq -f "3.%g" "$low" $((high - 1))); do
     for platform in x86_64-manylinux_2_28 aarch64-apple-darwin; do
         MACOSX_DEPLOYMENT_TARGET=14.0 "$UV" pip compile --quiet --no-deps --only-binary :all: \
