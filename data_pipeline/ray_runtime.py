@@ -10,13 +10,15 @@ so they all follow the same rules:
 - otherwise a local instance starts with 127.0.0.1 as its node address: its
   GCS, raylet, dashboard, agents and workers listen on the loopback interface
   only, so nothing on the network can reach a laptop's search
-  (``_loopback_only`` says how);
+  (``_loopback_only`` says how); a driver that joins it at its 127.0.0.1
+  address (a search's subprocess, a second driver) follows the same rule;
 - Ray's own log lines stay out of the console unless ``verbose``; Ray Data's
   INFO lines and progress bars too (``quiet_ray_data``).
 """
 
 from __future__ import annotations
 
+import ipaddress
 import logging
 import os
 from contextlib import contextmanager
@@ -54,7 +56,10 @@ def init_ray(
         "logging_level": logging.INFO if verbose else logging.WARNING,
     }
     if address:
-        return ray.init(address=address, **common)
+        if not _is_loopback(address):
+            return ray.init(address=address, **common)
+        with _loopback_only():  # a loopback-only instance on this machine, like the one below
+            return ray.init(address=address, **common)
     with _loopback_only():
         return ray.init(
             num_cpus=num_cpus,
@@ -64,6 +69,15 @@ def init_ray(
             _node_ip_address=LOCALHOST,
             **common,
         )
+
+
+def _is_loopback(address: str) -> bool:
+    """Whether a GCS address (``host:port``) names this machine's loopback interface."""
+    host = address.rsplit(":", 1)[0].strip("[]")
+    try:
+        return host == "localhost" or ipaddress.ip_address(host).is_loopback
+    except ValueError:  # a host name, "auto", a ray:// client URL
+        return False
 
 
 @contextmanager
@@ -78,7 +92,9 @@ def _loopback_only():
     its multi-node switch off: in this process (read at import, hence the patch) and in the Ray
     processes started now (they inherit the environment; later workers inherit it from the raylet).
     Both are restored afterwards, so nothing else this process starts (a fake cluster, a
-    subprocess) is affected.
+    subprocess) is affected. A driver that joins such an instance at its 127.0.0.1 address needs
+    the same: with the switch on, Ray would swap that address for the network one, where
+    nothing listens.
     """
     from ray._private import ray_constants
 

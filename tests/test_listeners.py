@@ -27,7 +27,7 @@ pytestmark = pytest.mark.skipif(
 # Started as tuning.search starts it (dashboard on), with one task run so that a worker exists;
 # the agents start after ray.init returns, so wait until both listen before reading the sockets.
 SCRIPT = r"""
-import json, os, socket, sys, time
+import json, os, socket, subprocess, sys, time
 
 from data_pipeline.ray_runtime import SINGLE_NODE_SWITCH, init_ray
 import ray
@@ -43,6 +43,14 @@ def ping():
     return os.environ.get(SINGLE_NODE_SWITCH)
 
 after["worker_switch_env"] = ray.get(ping.remote())
+
+# A second driver joins at the instance's 127.0.0.1 address, as a search's subprocess does.
+join = ("import os, ray; from data_pipeline.ray_runtime import init_ray; init_ray(os.environ['GCS']); "
+        "print('JOINED', ray.get(ray.remote(lambda: ray.get_runtime_context().get_node_id()).remote()))")
+joined = subprocess.run([sys.executable, "-c", join], capture_output=True, text=True, timeout=120,
+                        env={**os.environ, "GCS": ray.get_runtime_context().gcs_address})
+after["second_driver"] = [line for line in joined.stdout.splitlines() if line.startswith("JOINED")]
+after["node_id"] = ray.get_runtime_context().get_node_id()
 
 def listeners():
     me = psutil.Process()
@@ -124,3 +132,9 @@ def test_every_node_of_the_fake_cluster_listens_on_loopback_only():
     assert address.startswith("127.0.0.1:")
     exposed = [(pid, addr) for pid, addr in listeners if not _is_loopback(addr.ip)]
     assert listeners and not exposed, f"listening beyond the loopback interface: {exposed}"
+
+
+def test_a_second_driver_joins_the_local_instance_at_its_loopback_address(local_instance):
+    """Ray would swap 127.0.0.1 for the network address, where nothing listens, unless init_ray stops it."""
+    after = local_instance["after"]
+    assert after["second_driver"] == [f"JOINED {after['node_id']}"]
