@@ -17,7 +17,7 @@ TORCH_CPU_WHEELS=${TORCH_CPU_WHEELS:-https://download.pytorch.org/whl/cpu/torch/
 
 # The Pythons requires-python allows, 3.$low to 3.$((high - 1)): the universal resolution starts at the lowest.
 read -r low high < <(sed -nE 's/^requires-python = ">=3\.([0-9]+),<3\.([0-9]+)"/\1 \2/p' pyproject.toml)
-common=(pyproject.toml --extra dev --extra monitor --universal --python-version "3.$low" --quiet
+common=(pyproject.toml --all-extras --universal --python-version "3.$low" --quiet
         --custom-compile-command "bash requirements/lock.sh" "$@")
 "$UV" pip compile "${common[@]}" --override requirements/torch-cpu.in --find-links "$TORCH_CPU_WHEELS" \
     -o requirements/cpu.txt
