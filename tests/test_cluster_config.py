@@ -8,6 +8,8 @@ import re
 import tomllib
 from pathlib import Path
 
+from packaging.specifiers import SpecifierSet
+
 import jsonschema
 import pytest
 import yaml
@@ -28,10 +30,11 @@ def validated(config: dict) -> dict:
     return prepared
 
 
-def torch_pin() -> str:
-    deps = tomllib.loads((REPO / "pyproject.toml").read_text())["project"]["dependencies"]
-    (pin,) = [d for d in deps if re.match(r"torch\b", d)]
-    return pin
+def locked_version(lock: str, package: str) -> str:
+    """The version `requirements/<lock>` pins for `package` on Linux x86_64 with Python 3.11, as on the nodes."""
+    from tests.test_locks import pins
+
+    return pins(lock, {"sys_platform": "linux", "platform_machine": "x86_64", "python_full_version": "3.11.0"})[package]
 
 
 def setup_of(prepared: dict, node_type: str) -> list[str]:
@@ -57,7 +60,8 @@ def test_cluster_config_passes_rays_schema_and_defaults(name):
 
 def test_aws_gpu_workers_are_gpu_instances_whose_resources_ray_detects():
     gpu = load("aws")["available_node_types"]["gpu_worker"]
-    assert gpu["node_config"]["InstanceType"].split(".")[0] in {"g4dn", "g5", "g6", "g6e", "p3", "p4d", "p5"}
+    # Turing (T4) or newer: torch's CUDA 13.0 build runs on nothing older (p3's V100 is Volta).
+    assert gpu["node_config"]["InstanceType"].split(".")[0] in {"g4dn", "g5", "g6", "g6e", "p4d", "p5"}
     assert gpu["resources"] == {}  # AWS: CPU and GPU counts come from the instance type
 
 
@@ -71,14 +75,32 @@ def test_gcp_node_types_state_resources_that_match_their_accelerators():
 
 
 @pytest.mark.parametrize("name", sorted(CONFIGS))
-def test_gpu_workers_install_the_cuda_build_of_the_pinned_torch_and_the_rest_the_cpu_build(name):
+def test_every_node_runs_rays_image_of_the_locked_ray_on_a_python_the_project_supports(name):
     prepared = validated(load(name))
-    pin = torch_pin()
-    for node_type in ("head", "gpu_worker", "cpu_worker"):
-        (install,) = [c for c in setup_of(prepared, node_type) if f'"{pin}"' in c]
-        cpu_index = "--index-url https://download.pytorch.org/whl/cpu" in install
-        assert cpu_index == (node_type != "gpu_worker"), f"{node_type}: {install}"
-    assert any("torch.cuda.is_available()" in c for c in setup_of(prepared, "gpu_worker"))
+    docker = prepared["docker"]
+    # One image for all: no head/worker image and no node type with an image of its own.
+    assert not {"head_image", "worker_image"} & set(docker)
+    assert all("docker" not in node for node in prepared["available_node_types"].values())
+    match = re.fullmatch(r"rayproject/ray:(\d+\.\d+\.\d+)-py3(\d+)-(gpu|cu\d+)", docker["image"])
+    assert match, f"{docker['image']}: not a release of Ray's CUDA image"
+    ray_version, python_minor = match[1], int(match[2])
+    assert ray_version == locked_version("cuda.txt", "ray") == locked_version("cpu.txt", "ray")
+    requires_python = tomllib.loads((REPO / "pyproject.toml").read_text())["project"]["requires-python"]
+    assert f"3.{python_minor}" in SpecifierSet(requires_python)
+    # The baked image of the README's faster boot starts from the same image.
+    assert f"FROM {docker['image']}\n" in (REPO / "docker" / "Dockerfile").read_text()
+
+
+@pytest.mark.parametrize("name", sorted(CONFIGS))
+def test_every_node_installs_the_cuda_lock_then_the_project_and_gpu_workers_check_cuda(name):
+    prepared = validated(load(name))
+    install_lock = "python -m pip install --quiet --no-cache-dir -r ~/mssd-hpsearch/requirements/cuda.txt"
+    install_project = "python -m pip install --quiet --no-deps -e ~/mssd-hpsearch"
+    for node_type in prepared["available_node_types"]:
+        assert setup_of(prepared, node_type)[:2] == [install_lock, install_project], node_type
+    (check,) = setup_of(prepared, "gpu_worker")[2:]
+    assert "torch.cuda.is_available()" in check
+    assert len(setup_of(prepared, "head")) == len(setup_of(prepared, "cpu_worker")) == 2
 
 
 @pytest.mark.parametrize("name", sorted(CONFIGS))
@@ -91,9 +113,7 @@ def test_every_node_installs_this_project_from_the_mounted_code(name):
     for remote, local in config["file_mounts"].items():
         if local.startswith("./"):
             assert (REPO / local).exists(), f"{CONFIGS[name].name}: file_mounts {remote}: {local} does not exist"
-    prepared = validated(config)
-    for node_type in prepared["available_node_types"]:
-        assert any('-e "$HOME/mssd-hpsearch' in c for c in setup_of(prepared, node_type)), node_type
+    assert config["file_mounts"]["~/mssd-hpsearch/requirements"] == "./requirements"  # the lock it installs
 
 
 @pytest.mark.parametrize("name", sorted(CONFIGS))
@@ -107,12 +127,23 @@ def test_every_node_starts_ray_with_token_authentication(name):
     assert "--dashboard-port=8265" in head_start
 
 
+@pytest.mark.parametrize("name", sorted(CONFIGS))
+def test_the_dashboard_listens_on_the_heads_loopback_only(name):
+    """The README reaches it through `ray dashboard` (SSH forwarding): no node needs it from outside."""
+    config = load(name)
+    (head_start,) = [c for c in config["head_start_ray_commands"] if "ray start" in c]
+    assert "--dashboard-host=127.0.0.1" in head_start
+    assert "0.0.0.0" not in yaml.safe_dump(config)
+
+
 def test_gcp_variant_sets_nodes_up_exactly_like_the_aws_config():
     aws, gcp = validated(load("aws")), validated(load("gcp"))
-    assert setup_of(gcp, "gpu_worker") == setup_of(aws, "gpu_worker")
-    assert setup_of(gcp, "cpu_worker") == setup_of(aws, "cpu_worker")
-    assert setup_of(gcp, "head")[:-1] == setup_of(aws, "head")[:-1]  # last: the cloud's client library
+    for node_type in aws["available_node_types"]:
+        assert setup_of(gcp, node_type) == setup_of(aws, node_type), node_type
+    assert gcp["docker"] == aws["docker"]
     assert gcp["file_mounts"] == aws["file_mounts"]
+    assert gcp["head_start_ray_commands"] == aws["head_start_ray_commands"]
+    assert gcp["worker_start_ray_commands"] == aws["worker_start_ray_commands"]
 
 
 # Deliberately broken copies: each must be refused with the error `ray up` would give.

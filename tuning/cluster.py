@@ -8,6 +8,12 @@
   127.0.0.1 (``data_pipeline.ray_runtime.init_ray``: everything listens on the
   loopback interface only).
 
+How big the cluster may grow (``ClusterInfo.max_cpus``, ``max_gpus``): on the
+head of a cluster started by ``ray up``, the autoscaler's configuration lies in
+``~/ray_bootstrap_config.yaml``, with every node type's resources (filled in from
+the instance type on AWS) and ``max_workers``; elsewhere (a local instance, a
+cluster without an autoscaler, a driver off the head) only what is up now is known.
+
 Token authentication: Ray 2.59+ turns it on for new local clusters; the token
 is written to ``~/.ray/auth_token`` and every process started here inherits
 ``RAY_AUTH_MODE=token``. A driver that joins a cluster started elsewhere needs
@@ -20,6 +26,10 @@ from __future__ import annotations
 
 import os
 from dataclasses import dataclass
+from pathlib import Path
+
+# Where `ray up` writes the autoscaler's configuration on the head node (inside its container).
+AUTOSCALER_CONFIG = Path("~/ray_bootstrap_config.yaml")
 
 
 class ClusterError(RuntimeError):
@@ -32,10 +42,14 @@ class ClusterInfo:
 
     address: str  # GCS address, usable as --address by a second driver
     dashboard_url: str | None
-    cpus: float
+    cpus: float  # up now
     gpus: float
     started_here: bool  # True when this process started a local instance
     token_auth: bool
+    # What the cluster may grow to as the autoscaler adds nodes; never less than what is up now.
+    max_cpus: float
+    max_gpus: float
+    autoscaling: bool  # True when max_cpus / max_gpus come from the autoscaler's configuration
 
 
 def _token_auth_on() -> bool:
@@ -83,14 +97,53 @@ def connect(
         url = getattr(context, "dashboard_url", None)
         dashboard_url = f"http://{url}" if url and not url.startswith("http") else url
     resources = ray.cluster_resources()
+    cpus, gpus = float(resources.get("CPU", 0.0)), float(resources.get("GPU", 0.0))
+    # A local instance never grows, and a stray config file on a laptop says nothing about it.
+    maximum = None if started_here else autoscaler_maximum(AUTOSCALER_CONFIG)
     return ClusterInfo(
         address=ray.get_runtime_context().gcs_address,
         dashboard_url=dashboard_url,
-        cpus=float(resources.get("CPU", 0.0)),
-        gpus=float(resources.get("GPU", 0.0)),
+        cpus=cpus,
+        gpus=gpus,
         started_here=started_here,
         token_auth=_token_auth_on(),
+        max_cpus=max(cpus, maximum["CPU"]) if maximum else cpus,
+        max_gpus=max(gpus, maximum["GPU"]) if maximum else gpus,
+        autoscaling=maximum is not None,
     )
+
+
+def autoscaler_maximum(path: Path = AUTOSCALER_CONFIG) -> dict[str, float] | None:
+    """The most CPUs and GPUs the cluster of this autoscaler configuration can have at once.
+
+    The head node type once, plus worker nodes: each node type up to its own ``max_workers``,
+    all of them together up to the cluster's ``max_workers``. The CPU and GPU maxima are each
+    the best choice of nodes under those limits (nodes with the most of that resource first),
+    so they bound what trials can get, not a single set of nodes. A node type whose resources
+    the file does not state counts for nothing (``ray up`` states them: from the instance type
+    on AWS, by hand on GCP). None when there is no such file or it cannot be read.
+    """
+    import yaml
+
+    try:
+        config = yaml.safe_load(path.expanduser().read_text())
+        types = config["available_node_types"]
+        head = config["head_node_type"]
+        cap = int(config.get("max_workers", sum(int(t.get("max_workers", 0)) for t in types.values())))
+    except (OSError, yaml.YAMLError, KeyError, TypeError, ValueError, AttributeError):
+        return None
+    result = {}
+    for resource in ("CPU", "GPU"):
+        total = float(types[head].get("resources", {}).get(resource, 0))
+        room = cap
+        workers = [(float(t.get("resources", {}).get(resource, 0)), int(t.get("max_workers", 0)))
+                   for name, t in types.items() if name != head]
+        for per_node, count in sorted(workers, reverse=True):
+            taken = min(count, room)
+            total += per_node * taken
+            room -= taken
+        result[resource] = total
+    return result
 
 
 def _dashboard_url_of_running() -> str | None:
@@ -109,7 +162,10 @@ def _dashboard_url_of_running() -> str | None:
 def describe(info: ClusterInfo) -> str:
     """Lines for the console: where the cluster is, its size, and how to watch it."""
     where = "local Ray instance started by this driver" if info.started_here else f"Ray cluster {info.address}"
-    lines = [f"Ray: {where}: {info.cpus:g} CPUs, {info.gpus:g} GPUs"]
+    grows = ""
+    if info.max_cpus > info.cpus or info.max_gpus > info.gpus:
+        grows = f" (up to {info.max_cpus:g} CPUs, {info.max_gpus:g} GPUs as the autoscaler adds nodes)"
+    lines = [f"Ray: {where}: {info.cpus:g} CPUs, {info.gpus:g} GPUs{grows}"]
     if info.dashboard_url:
         note = " (token authentication on: the page asks for `ray get-auth-token`)" if info.token_auth else ""
         lines.append(f"Ray dashboard: {info.dashboard_url}{note}")

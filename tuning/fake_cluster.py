@@ -2,7 +2,7 @@
 
     python -m tuning.fake_cluster --cpu-nodes 2 --gpu-nodes 1
     # prints the address; in another shell, with the environment it prints:
-    RAY_AUTH_MODE=token RAY_TMPDIR=... python -m tuning.search --address ADDRESS --storage /shared/dir ...
+    RAY_AUTH_MODE=token RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER=0 RAY_TMPDIR=... python -m tuning.search --address ADDRESS --storage /shared/dir ...
 
 A head node with 0 CPUs (like cluster.yaml's head: it runs the search driver, no
 trials) plus worker nodes, each a real raylet with its own resources
@@ -40,6 +40,8 @@ import threading
 import time
 from dataclasses import dataclass
 from pathlib import Path
+
+from data_pipeline.ray_runtime import SINGLE_NODE_SWITCH
 
 PREFIX = "FAKE_CLUSTER "  # marks protocol lines on the cluster process's stdout
 REPO = Path(__file__).resolve().parents[1]
@@ -194,6 +196,10 @@ class FakeCluster:
         env = dict(os.environ)
         env.pop("RAY_ADDRESS", None)
         env.update(RAY_TMPDIR=self.temp_dir, RAY_AUTH_MODE="token", PYTHONPATH=str(REPO), RAY_DEDUP_LOGS="0")
+        # All nodes share this machine: 127.0.0.1 as every node's address keeps their listeners on
+        # loopback (data_pipeline.ray_runtime explains the switch); a driver needs it too, to find
+        # its raylet at that address.
+        env[SINGLE_NODE_SWITCH] = "0"
         env.update(extra)
         return env
 
@@ -230,6 +236,11 @@ class FakeCluster:
     def stderr_tail(self, chars: int = 4000) -> str:
         self._stderr.flush()
         return (Path(self.temp_dir) / "fake_cluster.stderr").read_text()[-chars:]
+
+    @property
+    def pid(self) -> int:
+        """The fake cluster's process: every node's processes are its descendants."""
+        return self._process.pid
 
     def node_names(self, kind: str = "") -> list[str]:
         """Names of the worker nodes ("cpu-1", "gpu-1", ...), optionally only those starting with `kind`."""
@@ -287,11 +298,12 @@ def main(argv: list[str] | None = None) -> None:
     if sys.stdin.isatty():
         # Run by hand: the protocol is for FakeCluster; print how to use the cluster instead.
         os.environ.setdefault("RAY_AUTH_MODE", "token")
+        os.environ[SINGLE_NODE_SWITCH] = "0"
         if "RAY_TMPDIR" not in os.environ:
             os.environ["RAY_TMPDIR"] = tempfile.mkdtemp(prefix="rfc", dir="/tmp")
         print(
             "starting the fake cluster; drivers join it with\n"
-            f"  RAY_AUTH_MODE=token RAY_TMPDIR={os.environ['RAY_TMPDIR']} "
+            f"  RAY_AUTH_MODE=token {SINGLE_NODE_SWITCH}=0 RAY_TMPDIR={os.environ['RAY_TMPDIR']} "
             "python -m tuning.search --address <the address below> --storage /some/shared/dir ...\n"
             "Ctrl-C stops it.",
             file=sys.stderr,

@@ -228,13 +228,13 @@ def connect_cluster(options: SearchOptions):
         info = connect(options.address, verbose=options.verbose)
     except ClusterError as error:
         raise UsageError(str(error)) from None
-    if options.gpus_per_trial > 0 and info.gpus == 0 and getattr(info, "max_gpus", 0) == 0:
+    if options.gpus_per_trial > 0 and info.max_gpus == 0:
         raise UsageError(
             f"--gpus-per-trial {options.gpus_per_trial} asked for, but the Ray cluster has no GPU "
             "(start GPU workers first, or drop --gpus-per-trial)"
         )
-    if options.cpus_per_trial > max(info.cpus, getattr(info, "max_cpus", 0)):
-        raise UsageError(f"--cpus-per-trial {options.cpus_per_trial} is more than the cluster's {info.cpus:g} CPUs")
+    if options.cpus_per_trial > info.max_cpus:
+        raise UsageError(f"--cpus-per-trial {options.cpus_per_trial} is more than the cluster's {info.max_cpus:g} CPUs")
     say(describe(info))
     return info
 
@@ -258,9 +258,8 @@ def size_to_cluster(options: SearchOptions, dataset, cluster) -> SearchOptions:
     if options.input_path == "auto":
         options.input_path = "memory" if dataset.num_sessions("train") <= MEMORY_INPUT_MAX_SESSIONS else "ray"
     if options.max_concurrent is None:
-        cpus = max(cluster.cpus, getattr(cluster, "max_cpus", 0))
-        gpus = max(cluster.gpus, getattr(cluster, "max_gpus", 0))
-        options.max_concurrent = default_concurrency(options, cpus, gpus)
+        # as many trials as the cluster holds at its largest: the autoscaler adds workers as trials wait
+        options.max_concurrent = default_concurrency(options, cluster.max_cpus, cluster.max_gpus)
     return options
 
 
