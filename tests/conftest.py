@@ -8,7 +8,8 @@ from pathlib import Path
 import pytest
 
 REPO = Path(__file__).resolve().parents[1]
-SHARED_DATA = REPO.parent / "shared" / "data" / "mssd_sample"
+# A small real MSSD sample (log_sample.csv.gz, tf_small_covered.csv): MSSD_SAMPLE_DIR, else where CI keeps it.
+SHARED_DATA = Path(os.environ.get("MSSD_SAMPLE_DIR") or REPO.parent / "shared" / "data" / "mssd_sample")
 
 
 @pytest.fixture(scope="session")
@@ -25,7 +26,7 @@ def ray_session():
 
 @pytest.fixture(scope="session")
 def mssd_sample_dir() -> Path:
-    """The real MSSD sample in ../shared/data/mssd_sample (skips when absent)."""
+    """The real MSSD sample (MSSD_SAMPLE_DIR; skips when absent)."""
     if not (SHARED_DATA / "log_sample.csv.gz").exists():
         pytest.skip(f"real MSSD sample not found at {SHARED_DATA}")
     return SHARED_DATA
