@@ -30,6 +30,7 @@ def _good_raw(tmp_path: Path) -> Path:
     raw = tmp_path / "raw"
     raw.mkdir()
     write_log(raw / "log_0.csv", session_rows("s_good", 10))
+    write_features(raw / "tf_0.csv", [feature_row(f"t_{i}", i) for i in range(1, 11)])
     return raw
 
 
