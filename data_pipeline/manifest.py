@@ -19,7 +19,7 @@ import pyarrow as pa
 import pyarrow.compute as pc
 
 from data_pipeline.schema import CATEGORICAL_SEQUENCE_COLUMNS, FIRST_TRACK_ID, FORMAT_VERSION, SPLITS
-from data_pipeline.sessions import DROP_REASONS, EXAMPLES_PER_REASON, BlockCounts, empty_staged
+from data_pipeline.sessions import DROP_REASONS, EXAMPLES_PER_REASON, PLAYS_SCHEMA, BlockCounts, empty_staged
 
 # The plays table is re-aggregated past this many rows, so the driver's memory follows the distinct tracks.
 PLAYS_ROWS_BEFORE_COMBINING = 4_000_000
@@ -60,7 +60,7 @@ class Totals:
         if counts.plays is not None:
             plays = counts.plays
             if sign < 0:
-                plays = plays.set_column(2, "count", pc.negate(plays.column("count")))
+                plays = pa.table([plays.column(0), *[pc.negate(c) for c in plays.columns[1:]]], schema=PLAYS_SCHEMA)
             self.plays.append(plays)
             self.plays_rows += plays.num_rows
             if self.plays_rows > PLAYS_ROWS_BEFORE_COMBINING:
@@ -81,14 +81,15 @@ class Totals:
             del kept[EXAMPLES_PER_REASON:]
 
     def combined_plays(self) -> pa.Table:
-        """split, track_id, count: plays of kept sessions per split and track."""
-        if not self.plays:
-            return pa.table({"split": pa.array([], pa.int8()), "track_id": pa.array([], pa.string()),
-                             "count": pa.array([], pa.int64())})
-        table = pa.concat_tables([p.cast(self.plays[0].schema) for p in self.plays])
-        table = table.group_by(["split", "track_id"]).aggregate([("count", "sum")])
-        table = table.select(["split", "track_id", "count_sum"]).rename_columns(["split", "track_id", "count"])
-        return table.filter(pc.greater(table.column("count"), 0))
+        """``sessions.PLAYS_SCHEMA``: plays of kept sessions per track (one row each) and split."""
+        table = pa.concat_tables([PLAYS_SCHEMA.empty_table(), *self.plays])
+        encoded = pc.dictionary_encode(table.column("track_id").combine_chunks())
+        codes, tracks = encoded.indices.to_numpy(zero_copy_only=False), encoded.dictionary
+        # float weights are exact for counts below 2**53
+        per_split = [np.bincount(codes, weights=table.column(name).to_numpy(), minlength=len(tracks)).astype(np.int64)
+                     for name in SPLITS]
+        played = pa.array(np.flatnonzero(np.logical_or.reduce([c > 0 for c in per_split])))
+        return pa.table([tracks.take(played), *[pa.array(c).take(played) for c in per_split]], schema=PLAYS_SCHEMA)
 
     def kept(self) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
         """Hashes, lengths and splits of every session kept by a block (before duplicates are taken out)."""
@@ -142,30 +143,27 @@ def split_entries(plays: pa.Table, vocab_ids: pa.Array, keep: np.ndarray, splits
                   shard_files: dict[str, int]) -> dict:
     """Per split: sessions, rows, shard files, distinct tracks and plays outside the vocabulary."""
     entries = {}
-    in_vocab = pc.is_in(plays.column("track_id"), value_set=vocab_ids.slice(FIRST_TRACK_ID))
+    outside = ~pc.is_in(plays.column("track_id"), value_set=vocab_ids.slice(FIRST_TRACK_ID)).to_numpy(zero_copy_only=False)
     for index, name in enumerate(SPLITS):
         mine = keep & (splits == index)
-        of_split = pc.equal(plays.column("split"), index)
-        split_plays = pc.sum(plays.filter(of_split).column("count")).as_py() or 0
-        known_plays = pc.sum(plays.filter(pc.and_(of_split, in_vocab)).column("count")).as_py() or 0
+        counts = plays.column(name).to_numpy()
         entries[name] = {
             "sessions": int(mine.sum()),
             "rows": int(lengths[mine].sum()),
             "files": shard_files.get(name, 0),
-            "tracks_seen": int(pc.sum(of_split).as_py() or 0),
-            "unk_plays": int(split_plays - known_plays),
+            "tracks_seen": int((counts > 0).sum()),
+            "unk_plays": int(counts[outside].sum()),
         }
     return entries
 
 
 def vocabulary_entry(plays: pa.Table, vocab_ids: pa.Array, rule: dict, splits: dict) -> dict:
-    train_plays = plays.filter(pc.equal(plays.column("split"), 0))
     return {
         "size": len(vocab_ids),
         **rule,
         "tracks": len(vocab_ids) - FIRST_TRACK_ID,
-        "tracks_seen": int(train_plays.num_rows),
-        "tracks_seen_all_splits": len(pc.unique(plays.column("track_id"))),
+        "tracks_seen": splits["train"]["tracks_seen"],
+        "tracks_seen_all_splits": plays.num_rows,
         "unk_plays": sum(s["unk_plays"] for s in splits.values()),
         "unk_plays_train": splits["train"]["unk_plays"],
     }

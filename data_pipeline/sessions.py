@@ -615,6 +615,9 @@ def _merged_records(fragments: pa.Table, gid: np.ndarray, starts: np.ndarray, wh
 # ---------------------------------------------------------------------------
 
 
+PLAYS_SCHEMA = pa.schema([("track_id", pa.string()), *[(name, pa.int64()) for name in SPLITS]])
+
+
 @dataclass
 class BlockCounts:
     """What one staged block adds to the run's totals (see manifest.Totals)."""
@@ -624,7 +627,7 @@ class BlockCounts:
     kept_lengths: np.ndarray = field(default_factory=lambda: np.zeros(0, np.int8))
     kept_splits: np.ndarray = field(default_factory=lambda: np.zeros(0, np.int8))
     reordered: int = 0
-    plays: pa.Table | None = None  # split, track_id, count
+    plays: pa.Table | None = None  # PLAYS_SCHEMA: plays per track in each split
     categories: dict = field(default_factory=dict)  # column -> {value: count}
     dropped: dict = field(default_factory=dict)  # reason -> {"sessions", "rows"}
     examples: dict = field(default_factory=dict)  # reason -> [(file, line, session_id, [file])]
@@ -664,16 +667,11 @@ def count_block(table: pa.Table) -> BlockCounts:
     counts.reordered = int(pc.sum(kept.column("reordered")).as_py() or 0)
     if kept.num_rows:
         codes, dictionary = _slot_codes(kept.column("tracks"))
-        plays = []
-        for index in range(len(SPLITS)):
-            per_track = np.bincount(codes[valid & (split == index)[:, None]], minlength=len(dictionary))
-            present = np.flatnonzero(per_track)
-            plays.append(pa.table({
-                "split": pa.array(np.full(len(present), index, np.int8)),
-                "track_id": dictionary.take(pa.array(present)),
-                "count": pa.array(per_track[present].astype(np.int64)),
-            }))
-        counts.plays = pa.concat_tables(plays)
+        per_split = [np.bincount(codes[valid & (split == index)[:, None]], minlength=len(dictionary))
+                     for index in range(len(SPLITS))]
+        present = pa.array(np.flatnonzero(np.logical_or.reduce([c > 0 for c in per_split])))
+        counts.plays = pa.table([dictionary.take(present), *[pa.array(c).take(present) for c in per_split]],
+                                schema=PLAYS_SCHEMA)
         for name in CATEGORICAL_SEQUENCE_COLUMNS:
             codes, dictionary = _slot_codes(kept.column(name))
             per_value = np.bincount(codes[valid], minlength=len(dictionary))
@@ -695,8 +693,23 @@ def count_block(table: pa.Table) -> BlockCounts:
             counts.examples[name] = [(f, l, s, [f]) for f, l, s in zip(sample.column("file").to_pylist(),
                                                                         sample.column("line").to_pylist(),
                                                                         sample.column("session_id").to_pylist())]
-    counts.fragments = table.filter(pa.array(status == FRAGMENT))
+    counts.fragments = _compact(table.filter(pa.array(status == FRAGMENT)))
     return counts
+
+
+def _compact(records: pa.Table) -> pa.Table:
+    """A few records with dictionaries of their own size (a filtered block keeps the whole block's dictionaries)."""
+    columns = []
+    for name, kind in zip(records.schema.names, records.schema.types):
+        column = records.column(name)
+        if pa.types.is_fixed_size_list(kind) and pa.types.is_dictionary(kind.value_type):
+            encoded = pc.dictionary_encode(_decoded_slots(column))
+            index_type = kind.value_type.index_type
+            column = _fixed_list(pa.DictionaryArray.from_arrays(encoded.indices.cast(index_type), encoded.dictionary))
+        elif pa.types.is_dictionary(kind):
+            column = pc.dictionary_encode(column.cast(kind.value_type)).cast(kind)
+        columns.append(column)
+    return pa.table(columns, schema=records.schema)
 
 
 def count_blocks(table: pa.Table) -> pa.Table:

@@ -36,9 +36,10 @@ MAX_CATEGORY_CODES = 127  # codes are int8
 def build_vocabulary(plays: pa.Table, rule: dict) -> pa.Table:
     """Reserved tokens, then training tracks by play count (desc), ties by track id.
 
-    `plays`: columns split (0 = train), track_id, count. `rule`: {"min_count": n} or {"top_k": k}.
+    `plays`: ``sessions.PLAYS_SCHEMA`` (track_id and plays per split). `rule`: {"min_count": n} or {"top_k": k}.
     """
-    train = plays.filter(pc.equal(plays.column("split"), 0)).select(["track_id", "count"])
+    train = plays.select(["track_id", "train"]).rename_columns(["track_id", "count"])
+    train = train.filter(pc.greater(train.column("count"), 0))
     order = pc.sort_indices(train, sort_keys=[("count", "descending"), ("track_id", "ascending")])
     train = train.take(order)
     if "top_k" in rule:
