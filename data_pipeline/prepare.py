@@ -53,7 +53,6 @@ import traceback
 import uuid
 from contextlib import contextmanager
 from dataclasses import asdict, dataclass
-from datetime import date
 from pathlib import Path
 from typing import Iterator, Sequence
 
@@ -63,7 +62,7 @@ import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
 from data_pipeline import readers
-from data_pipeline.features import build_track_features
+from data_pipeline.features import build_track_features, read_track_features
 from data_pipeline.manifest import Books, Totals, build_manifest, split_entries, summary_table, vocabulary_entry
 from data_pipeline.ray_runtime import init_ray
 from data_pipeline.schema import FIRST_TRACK_ID, FORMAT_VERSION, PREPARED_FILES, SPLITS, SchemaError
@@ -140,7 +139,7 @@ class PrepareOptions:
         if self.top_k is not None and self.top_k < 1:
             raise SchemaError(f"--top-k must be at least 1 (got {self.top_k}).")
         for value in self.test_dates or ():
-            if not readers.ISO_DATE.match(value) or not _is_date(value):
+            if not readers.is_iso_date(value):
                 raise SchemaError(f"--test-dates {value}: not a date as YYYY-MM-DD (e.g. 2018-07-15).")
         test = 0.0 if self.test_dates else self.test_fraction
         for name, value in (("--val-fraction", self.val_fraction), ("--test-fraction", test)):
@@ -166,14 +165,6 @@ class PrepareOptions:
         if self.top_k is not None:
             return {"top_k": self.top_k}
         return {"min_count": self.min_count if self.min_count is not None else DEFAULT_MIN_COUNT}
-
-
-def _is_date(text: str) -> bool:
-    try:
-        date.fromisoformat(text)
-        return True
-    except ValueError:
-        return False
 
 
 def fingerprint(files: readers.RawFiles, options: PrepareOptions) -> str:
@@ -217,9 +208,13 @@ def prepare(options: PrepareOptions) -> dict:
 
 
 def _prepare(options: PrepareOptions, files: readers.RawFiles, staging: Path, started: float) -> dict:
+    import ray
+
     rule = options.split_rule()
     size = sum(p.stat().st_size for p in files.logs)
     _progress(options, f"pass 1/2: reading {len(files.logs)} log file(s) ({size / 2**20:.1f} MiB) into sessions")
+    feature_rows = ray.remote(read_track_features).remote(list(files.track_features),
+                                                          [files.name(p) for p in files.track_features])
     staged = _sessionize_pass(files, rule)
     read_seconds = time.perf_counter() - started
     _progress(options, "counting plays, categories and drops")
@@ -232,14 +227,14 @@ def _prepare(options: PrepareOptions, files: readers.RawFiles, staging: Path, st
     books = Books.close(totals, sessions_read, keep, lengths)
     _check_kept(options, files, totals, books, splits[keep])
 
+    feature_rows = ray.get(feature_rows)  # a damaged tf_* file stops the run here, before any shard is written
     plays = totals.combined_plays()
     vocab = build_vocabulary(plays, options.vocabulary_rule())
     vocab_ids = vocab.column("track_id").combine_chunks()
     categories, unseen_categories = build_categories(totals.categories)
     _progress(options, f"pass 2/2: encoding and writing sessions (vocabulary {len(vocab_ids):,} ids)")
     shard_files = _encode_pass(staged, merge, vocab_ids, categories, duplicates, staging)
-    _progress(options, f"track features from {len(files.track_features)} file(s)")
-    features, feature_info = build_track_features(files.track_features, vocab_ids)
+    features, feature_info = build_track_features(feature_rows, vocab_ids)
 
     split_info = split_entries(plays, vocab_ids, keep, splits, lengths, shard_files)
     manifest = build_manifest(

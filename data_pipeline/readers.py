@@ -39,6 +39,7 @@ import hashlib
 import os
 import re
 from dataclasses import dataclass, field
+from datetime import date
 from pathlib import Path
 from typing import Iterator, Sequence
 
@@ -69,6 +70,17 @@ ARCHIVE_SUFFIXES = (".tar.gz", ".tgz", ".tar", ".zip")
 # (4 MiB parses ~25% faster per row than 16 MiB on one core).
 CSV_BLOCK_SIZE = 4 * 1024 * 1024
 ISO_DATE = re.compile(r"^\d{4}-\d{2}-\d{2}$")
+
+
+def is_iso_date(text: str) -> bool:
+    """True for a calendar date written YYYY-MM-DD."""
+    if not ISO_DATE.match(text):
+        return False
+    try:
+        date.fromisoformat(text)
+        return True
+    except ValueError:
+        return False
 
 
 class RawInputError(SchemaError):
@@ -209,8 +221,9 @@ def read_header(path: Path) -> list[str]:
     line = line.strip("\r\n")
     if not line:
         return []
-    # the csv module, so quoted names ("session_id","track_id_clean",...) read as the pyarrow parser reads them
-    return [c.strip() for c in next(csv.reader([line]))]
+    # the csv module, so quoted names ("session_id","track_id_clean",...) read as the pyarrow parser reads them;
+    # not stripped: Arrow reads " session_id" as that, so the header check must see it too
+    return next(csv.reader([line]))
 
 
 def _check_repeated(path: Path, columns: list[str]) -> None:
@@ -224,14 +237,14 @@ def check_headers(files: RawFiles) -> None:
     """Check every file's header (and parquet column types) before any distributed work."""
     for path in files.logs:
         columns = read_header(path)
-        _check_repeated(path, columns)
         validate_log_columns(str(path), columns)
+        _check_repeated(path, columns)
         if is_parquet(path):
             _validate_parquet_types(path, LOG_COLUMNS)
     for path in files.track_features:
         columns = read_header(path)
-        _check_repeated(path, columns)
         validate_track_feature_columns(str(path), columns)
+        _check_repeated(path, columns)
         if is_parquet(path):
             _validate_parquet_types(path, TRACK_FEATURE_COLUMNS)
 
@@ -297,9 +310,25 @@ def csv_read_options() -> pacsv.ReadOptions:
     return pacsv.ReadOptions(use_threads=False, block_size=CSV_BLOCK_SIZE)
 
 
-def _open_csv(path: Path, convert_options: pacsv.ConvertOptions) -> pacsv.CSVStreamingReader:
+def _open_csv(path: Path, convert_options: pacsv.ConvertOptions) -> pacsv.CSVStreamingReader | None:
+    """A streaming reader of the file, or None for a file that holds only its header line."""
     stream = pa.input_stream(str(path), compression="gzip" if path.name.endswith(".gz") else None)
-    return pacsv.open_csv(stream, read_options=csv_read_options(), convert_options=convert_options)
+    try:
+        return pacsv.open_csv(stream, read_options=csv_read_options(), convert_options=convert_options)
+    except pa.ArrowInvalid:
+        if _only_a_header(path):  # Arrow cannot open a header without a line end
+            return None
+        raise
+
+
+def _only_a_header(path: Path) -> bool:
+    opener = gzip.open if path.name.endswith(".gz") else open
+    try:
+        with opener(path, "rt", encoding="utf-8-sig", errors="replace", newline="") as f:
+            f.readline()
+            return f.read(1) == ""
+    except (OSError, EOFError):
+        return False
 
 
 def _string_data(array: pa.Array) -> np.ndarray:
@@ -326,7 +355,7 @@ def _first_row_where(values: pa.Array, bad: pa.Array) -> int:
 def _check_log_batch(path: Path, batch: pa.RecordBatch, rows_before: int) -> None:
     """What Arrow's conversion accepts but a log must not hold: dates that are not YYYY-MM-DD, line ends in values."""
     dates = batch.column("date").dictionary
-    iso = np.array([bool(ISO_DATE.match(d)) for d in dates.to_pylist()], dtype=bool)
+    iso = np.array([is_iso_date(d) for d in dates.to_pylist()], dtype=bool)
     if not iso.all():
         bad = dates.filter(pa.array(~iso))
         row = _first_row_where(batch.column("date"), bad)
@@ -356,8 +385,7 @@ def iter_log_tables(path: Path) -> Iterator[pa.Table]:
         return
     rows_before = 0
     try:
-        reader = _open_csv(path, log_convert_options())
-        for batch in reader:
+        for batch in _open_csv(path, log_convert_options()) or ():
             _check_log_batch(path, batch, rows_before)
             rows_before += batch.num_rows
             yield pa.Table.from_batches([batch])
@@ -405,7 +433,7 @@ def conform_log_table(table: pa.Table, path: Path, rows_before: int = 0) -> pa.T
 def _check_parquet_batch(path: Path, batch: pa.RecordBatch, rows_before: int) -> None:
     dates = batch.column("date").dictionary.to_pylist()
     for value in dates:
-        if value is not None and not ISO_DATE.match(value):
+        if value is not None and not is_iso_date(value):
             row = _first_row_where(batch.column("date"), pa.array([value]))
             raise RawInputError(f"{path}: row {rows_before + row + 1}: column date holds {value!r}, "
                                 "not a date as YYYY-MM-DD. Rewrite the file with ISO dates.")
@@ -549,7 +577,7 @@ def iter_track_feature_batches(path: Path) -> Iterator[pa.RecordBatch]:
             raise RawInputError(f"{path}: cannot be read as a track-feature file ({error}). Re-create or remove it.") from None
         return
     try:
-        yield from _open_csv(path, track_feature_convert_options())
+        yield from _open_csv(path, track_feature_convert_options()) or ()
     except (pa.ArrowInvalid, OSError, EOFError, UnicodeDecodeError):
         problem = describe_csv_problem(path, TRACK_FEATURE_COLUMNS)
         raise RawInputError(problem or f"{path}: cannot be read as a track-feature file.") from None
