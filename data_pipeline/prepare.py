@@ -66,18 +66,18 @@ from data_pipeline.features import build_track_features, read_track_features
 from data_pipeline.manifest import Books, Totals, build_manifest, split_entries, summary_table, vocabulary_entry
 from data_pipeline.ray_runtime import init_ray
 from data_pipeline.schema import FIRST_TRACK_ID, FORMAT_VERSION, PREPARED_FILES, SPLITS, SchemaError
+from data_pipeline.encoding import encode_block
 from data_pipeline.sessions import (
     DROP_REASONS,
     EXAMPLES_PER_REASON,
     KEPT,
     MergeResult,
-    SplitRule,
     count_block,
     count_blocks,
-    encode_block,
     merge_fragments,
     sessionize_files,
 )
+from data_pipeline.splits import SplitRule
 from data_pipeline.vocabulary import build_categories, build_vocabulary
 
 DEFAULT_MIN_COUNT = 1

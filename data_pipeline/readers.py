@@ -140,10 +140,13 @@ def _check_entry(path: Path) -> bool:
     return path.is_file()
 
 
-def find_raw_files(raw: str | Path | Sequence[str | Path]) -> RawFiles:
-    """The log and track-feature files of `raw` (files and/or folders), failing clearly when there are no logs."""
+def find_raw_files(raw: str | Path | Sequence[str | Path], test_halves: bool = False) -> RawFiles:
+    """The log and track-feature files of `raw` (files and/or folders), failing clearly when there are no logs.
+
+    WSDM test-set halves count as logs only with `test_halves` (scoring new data); prepare sets them aside.
+    """
     roots = [Path(p) for p in ([raw] if isinstance(raw, (str, Path)) else raw)]
-    logs, features, notes, archives, test_halves = [], [], [], [], []
+    logs, features, notes, archives, set_aside = [], [], [], [], []
     for root in roots:
         if root.is_file() or (root.is_symlink() and not root.exists()):
             entries = [root]
@@ -160,15 +163,15 @@ def find_raw_files(raw: str | Path | Sequence[str | Path]) -> RawFiles:
             kind = _kind(path.name)
             if kind is None or not _check_entry(path):
                 continue
-            if path.name.startswith(TEST_HALF_PREFIXES):
-                test_halves.append(path)
+            if path.name.startswith(TEST_HALF_PREFIXES) and not test_halves:
+                set_aside.append(path)
             elif kind == "log":
                 logs.append(path)
             else:
                 features.append(path)
-    if test_halves:
+    if set_aside:
         notes.append(
-            f"set aside {len(test_halves)} WSDM test-set file(s) ({test_halves[0].name}, ...): they hold half "
+            f"set aside {len(set_aside)} WSDM test-set file(s) ({set_aside[0].name}, ...): they hold half "
             "sessions; score them with `python -m tuning.predict`"
         )
     if not logs:
@@ -343,7 +346,8 @@ def _has_line_end(array: pa.Array) -> bool:
     if pa.types.is_dictionary(array.type):
         array = array.dictionary
     data = _string_data(array)
-    return bool(len(data)) and bool(((data == 10) | (data == 13)).any())
+    # one pass for any control character (ids never hold one), the exact test only then
+    return bool(len(data)) and bool((data < 14).any()) and bool(((data == 10) | (data == 13)).any())
 
 
 def _first_row_where(values: pa.Array, bad: pa.Array) -> int:

@@ -1,7 +1,8 @@
 """Rows -> sessions, a block at a time, with Arrow and numpy kernels (no per-row or per-session Python).
 
-``prepare`` runs these functions inside Ray Data tasks; ``sessions_from_raw``
-runs the same ones in-process for new data (``tuning.predict``).
+``prepare`` runs these functions inside Ray Data tasks;
+``encoding.sessions_from_raw`` runs the same ones in-process for new data
+(``tuning.predict``).
 
 1. ``sessionize_file``: one raw log file -> *staged blocks*, one record per
    session id. The file streams in Arrow batches that are gathered into chunks
@@ -28,8 +29,8 @@ runs the same ones in-process for new data (``tuning.predict``).
 2. ``count_block``: the counts the driver adds up (``manifest.Totals``): plays
    per track and split, categorical values, drops by reason, kept session
    hashes (to find an id complete in two places), and the fragments.
-3. ``encode_block``: kept records -> rows of ``schema.PREPARED_SESSION_SCHEMA``
-   (vocabulary ids, category codes; padding 0) plus a ``split`` column.
+
+Staged records then become the prepared format in ``encoding.encode_block``.
 
 Drop reasons, in the order they are checked (a session gets the first that applies):
 ``missing_values`` (a null cell in any of its rows), ``inconsistent_length``
@@ -54,15 +55,12 @@ import pyarrow.compute as pc
 from data_pipeline import readers
 from data_pipeline.schema import (
     CATEGORICAL_SEQUENCE_COLUMNS,
-    FIRST_TRACK_ID,
     MAX_SESSION_LENGTH,
     MIN_SESSION_LENGTH,
-    PAD_ID,
-    PREPARED_SESSION_SCHEMA,
     SEQUENCE_COLUMNS,
     SPLITS,
-    UNK_ID,
 )
+from data_pipeline.splits import SplitRule, stable_hash
 
 S = MAX_SESSION_LENGTH
 KEPT, FRAGMENT, DROPPED = 0, 1, 2
@@ -124,70 +122,6 @@ def empty_staged() -> pa.Table:
     return STAGED_SCHEMA.empty_table()
 
 
-@dataclass(frozen=True)
-class SplitRule:
-    """Deterministic split by a stable hash of session_id, or test by date.
-
-    Each session's hash maps to u in [0, 1): test is u < test_fraction, val the
-    next val_fraction. `fold` k shifts both slices by k * test_fraction, so the
-    test slices of folds 0..n-1 (n = 1 / test_fraction) are disjoint and every
-    session is tested exactly once: n-fold cross-validation (with --test-dates,
-    the val slice moves by k * val_fraction instead).
-    """
-
-    val_fraction: float = 0.1
-    test_fraction: float = 0.1
-    test_dates: tuple[str, ...] = ()
-    fold: int = 0
-
-    def assign(self, hashes: np.ndarray, dates: pa.Array) -> np.ndarray:
-        """Split index (0 train, 1 val, 2 test) per session (`dates`: ISO strings)."""
-        u = (hashes >> np.uint64(11)).astype(np.float64) / float(1 << 53)  # uniform in [0, 1)
-        if self.fold:
-            step = self.val_fraction if self.test_dates else self.test_fraction
-            u = np.mod(u - self.fold * step, 1.0)
-        split = np.zeros(len(hashes), dtype=np.int8)
-        if self.test_dates:
-            split[u < self.val_fraction] = 1
-            dates = dates.dictionary_decode() if pa.types.is_dictionary(dates.type) else dates
-            on_test_date = pc.fill_null(pc.is_in(dates, value_set=pa.array(self.test_dates, pa.string())), False)
-            split[np.asarray(on_test_date.to_numpy(zero_copy_only=False), dtype=bool)] = 2
-        else:
-            split[u < self.test_fraction + self.val_fraction] = 1
-            split[u < self.test_fraction] = 2
-        return split
-
-
-def stable_hash(ids: pa.Array | list[str]) -> np.ndarray:
-    """64-bit hash of each id: FNV-1a over its UTF-8 bytes, then the murmur3 finaliser.
-
-    Stable across runs, machines and Python versions (it decides the splits),
-    and vectorised over the Arrow string buffer (a Python hash per id costs
-    more than sessionizing the block).
-    """
-    ids = pa.array(ids, pa.string()) if isinstance(ids, list) else ids.cast(pa.string())
-    n = len(ids)
-    if n == 0:
-        return np.zeros(0, dtype=np.uint64)
-    offsets = np.frombuffer(ids.buffers()[1], dtype=np.int32)[ids.offset : ids.offset + n + 1]
-    data = np.frombuffer(ids.buffers()[2], dtype=np.uint8) if ids.buffers()[2] is not None else np.zeros(1, np.uint8)
-    starts, lengths = offsets[:-1].astype(np.int64), np.diff(offsets)
-    h = np.full(n, 0xCBF29CE484222325, dtype=np.uint64)
-    prime = np.uint64(0x100000001B3)
-    uniform = bool((lengths == lengths[0]).all())
-    for j in range(int(lengths.max())):
-        if uniform:
-            h = (h ^ data[starts + j].astype(np.uint64)) * prime
-        else:
-            active = np.flatnonzero(lengths > j)
-            h[active] = (h[active] ^ data[starts[active] + j].astype(np.uint64)) * prime
-    for shift, multiplier in ((33, 0xFF51AFD7ED558CCD), (33, 0xC4CEB9FE1A85EC53), (33, None)):
-        h ^= h >> np.uint64(shift)
-        if multiplier:
-            h *= np.uint64(multiplier)
-    return h
-
-
 # ---------------------------------------------------------------------------
 # 1. sessionize
 # ---------------------------------------------------------------------------
@@ -227,7 +161,7 @@ def _codes(column: pa.ChunkedArray, index_type: pa.DataType) -> tuple[np.ndarray
     return indices.to_numpy(zero_copy_only=False).astype(index_type.to_pandas_dtype(), copy=False), dictionary
 
 
-def _fixed_list(flat: pa.Array) -> pa.Array:
+def fixed_list(flat: pa.Array) -> pa.Array:
     return pa.FixedSizeListArray.from_arrays(flat, S)
 
 
@@ -325,79 +259,70 @@ def _missing_id_record(rows: int, file: int, line: int) -> pa.Table:
     return pa.table(record, schema=STAGED_SCHEMA)
 
 
-def _sessionize(table: pa.Table, ids: pa.Array, line: np.ndarray, rule: SplitRule, file: int,
-                fill_missing: bool) -> pa.Table:
-    n = table.num_rows
-    rows = _order_rows(ids, _ints(table.column("session_position")))
-    starts, group, position = rows.starts, rows.group, rows.position
-    groups = len(starts)
-    size = np.diff(np.r_[starts, n])
-    ends = starts + size - 1
-    length = rows.take(_ints(table.column("session_length")))
-    null_rows = _null_rows(table, fill_missing)
+@dataclass
+class _Verdict:
+    """Per session of a chunk: what it is (KEPT, DROPPED, FRAGMENT) and what was seen in its rows."""
 
+    status: np.ndarray
+    reason: np.ndarray  # drop reason code (DROPPED) or FLAG_* bits (FRAGMENT)
+    length: np.ndarray  # declared session_length (the smallest, when rows disagree)
+    rows: np.ndarray
+    position_bits: np.ndarray
+
+
+def _judge(rows: _Order, length: np.ndarray, null_rows: np.ndarray | None) -> _Verdict:
+    """Each session's status from its ordered rows (`length`: declared length per sorted row)."""
+    starts, position = rows.starts, rows.position
+    size = np.diff(np.r_[starts, len(position)])
+    ends = starts + size - 1
     step = np.diff(position, prepend=0)
     step[starts] = 1
     length_min = np.minimum.reduceat(length, starts)
     length_max = np.maximum.reduceat(length, starts)
     any_null = (np.logical_or.reduceat(rows.take(null_rows), starts) if null_rows is not None
-                else np.zeros(groups, dtype=bool))
-    duplicate = np.logical_or.reduceat(step == 0, starts)
-    gap_free = ~np.logical_or.reduceat(step != 1, starts)
-    # Exactly positions 1..L, each once, all rows agreeing on L: final in this block.
+                else np.zeros(len(starts), dtype=bool))
+    # Exactly positions 1..L, each once, all rows agreeing on L: final in this chunk.
     self_contained = (
-        gap_free & (length_min == length_max) & (position[starts] == 1)
+        ~np.logical_or.reduceat(step != 1, starts) & (length_min == length_max) & (position[starts] == 1)
         & (position[ends] == length_min) & (size == length_min)
     )
     in_range = (length_min >= MIN_SESSION_LENGTH) & (length_max <= MAX_SESSION_LENGTH)
     bad_position = (position < 1) | (position > length) | (position > S)
-
-    status = np.full(groups, FRAGMENT, dtype=np.int8)
     reason = (
         FLAG_NULL * any_null
         + FLAG_INCONSISTENT * (length_min != length_max)
         + FLAG_LENGTH * ~in_range
         + FLAG_POSITION * np.logical_or.reduceat(bad_position, starts)
-        + FLAG_DUPLICATE * duplicate
+        + FLAG_DUPLICATE * np.logical_or.reduceat(step == 0, starts)
     ).astype(np.int8)
+    status = np.full(len(starts), FRAGMENT, dtype=np.int8)
     keep = self_contained & ~any_null & in_range
     status[self_contained] = DROPPED
     reason[self_contained] = np.where(any_null, REASON_CODE["missing_values"],
                                       REASON_CODE["length_out_of_range"])[self_contained]
     status[keep], reason[keep] = KEPT, 0
-
     in_slots = (position >= 1) & (position <= S)
     bits = np.where(in_slots, np.left_shift(1, np.clip(position - 1, 0, S - 1)), 0)
-    position_bits = np.bitwise_or.reduceat(bits, starts).astype(np.int32)
-    # Slot of every row, in the table's own row order, so values scatter without being reordered first.
-    slot = group * S + position - 1
+    return _Verdict(status, reason, length_min, size, np.bitwise_or.reduceat(bits, starts).astype(np.int32))
+
+
+def _row_slots(rows: _Order) -> np.ndarray:
+    """The slot (session * 20 + position - 1) of every row, in the table's own row order.
+
+    In table order, so values scatter without being reordered first; rows
+    outside positions 1..20 all go to one spare slot past the end.
+    """
+    groups = len(rows.starts)
+    in_slots = (rows.position >= 1) & (rows.position <= S)
+    slot = np.where(in_slots, rows.group * S + rows.position - 1, groups * S)
     if rows.order is not None:
         slot[rows.order] = slot.copy()
-        in_slots[rows.order] = in_slots.copy()
-    if not in_slots.all():
-        slot = np.where(in_slots, slot, groups * S)  # one spare slot past the end takes the rows outside 1..20
+    return slot
 
-    first_row = starts if rows.order is None else rows.order[starts]  # each session's first position
-    hashes = stable_hash(rows.session_ids)
-    dates = table.column("date").combine_chunks().take(pa.array(first_row))
-    split = np.full(groups, -1, dtype=np.int8)
-    split[keep] = rule.assign(hashes[keep], dates.filter(pa.array(keep)))
-    session_line = np.minimum.reduceat(rows.take(line), starts)
 
-    columns = {
-        "session_id": rows.session_ids,
-        "file": pa.array(np.full(groups, file, np.int32)),
-        "line": pa.array(session_line),
-        "status": pa.array(status),
-        "reason": pa.array(reason),
-        "reordered": pa.array(rows.reordered),
-        "hash": pa.array(hashes),
-        "split": pa.array(split),
-        "date": dates,
-        "length": pa.array(length_min.astype(np.int32)),
-        "rows": pa.array(size.astype(np.int32)),
-        "position_bits": pa.array(position_bits),
-    }
+def _slot_columns(table: pa.Table, slot: np.ndarray, groups: int) -> dict[str, pa.Array]:
+    """Every per-position column as [groups, 20] fixed-size lists, zero past each session's rows."""
+    columns = {}
     for column in SEQUENCE_COLUMNS:
         source = table.column(column.source)
         slot_type = STAGED_SCHEMA.field(column.name).type.value_type
@@ -413,8 +338,36 @@ def _sessionize(table: pa.Table, ids: pa.Array, line: np.ndarray, rule: SplitRul
             flat = np.zeros(groups * S + 1, dtype=slot_type.to_pandas_dtype())
             flat[slot] = _values(source, flat.dtype)
             array = pa.array(flat[: groups * S], slot_type)
-        columns[column.name] = _fixed_list(array)
-    return pa.table(columns, schema=STAGED_SCHEMA)
+        columns[column.name] = fixed_list(array)
+    return columns
+
+
+def _sessionize(table: pa.Table, ids: pa.Array, line: np.ndarray, rule: SplitRule, file: int,
+                fill_missing: bool) -> pa.Table:
+    rows = _order_rows(ids, _ints(table.column("session_position")))
+    verdict = _judge(rows, rows.take(_ints(table.column("session_length"))), _null_rows(table, fill_missing))
+    groups = len(rows.starts)
+    keep = verdict.status == KEPT
+    first_row = rows.starts if rows.order is None else rows.order[rows.starts]  # each session's first position
+    hashes = stable_hash(rows.session_ids)
+    dates = table.column("date").combine_chunks().take(pa.array(first_row))
+    split = np.full(groups, -1, dtype=np.int8)
+    split[keep] = rule.assign(hashes[keep], dates.filter(pa.array(keep)))
+    return pa.table({
+        "session_id": rows.session_ids,
+        "file": pa.array(np.full(groups, file, np.int32)),
+        "line": pa.array(np.minimum.reduceat(rows.take(line), rows.starts)),
+        "status": pa.array(verdict.status),
+        "reason": pa.array(verdict.reason),
+        "reordered": pa.array(rows.reordered),
+        "hash": pa.array(hashes),
+        "split": pa.array(split),
+        "date": dates,
+        "length": pa.array(verdict.length.astype(np.int32)),
+        "rows": pa.array(verdict.rows.astype(np.int32)),
+        "position_bits": pa.array(verdict.position_bits),
+        **_slot_columns(table, _row_slots(rows), groups),
+    }, schema=STAGED_SCHEMA)
 
 
 def _trailing_session_start(ids: pa.Array) -> int:
@@ -606,7 +559,7 @@ def _merged_records(fragments: pa.Table, gid: np.ndarray, starts: np.ndarray, wh
         else:
             array = pa.array(np.where(padding, 0, values.to_numpy(zero_copy_only=False)).astype(
                 slot_type.to_pandas_dtype()), slot_type)
-        columns[column.name] = _fixed_list(array)
+        columns[column.name] = fixed_list(array)
     return pa.table(columns, schema=STAGED_SCHEMA)
 
 
@@ -634,7 +587,7 @@ class BlockCounts:
     fragments: pa.Table | None = None
 
 
-def _slot_codes(column: pa.ChunkedArray) -> tuple[np.ndarray, pa.Array]:
+def slot_codes(column: pa.ChunkedArray) -> tuple[np.ndarray, pa.Array]:
     """Dictionary codes [N, 20] of a dictionary slot column, and the dictionary they index.
 
     A block that Ray Data (or a caller) put together from several tables has
@@ -666,14 +619,14 @@ def count_block(table: pa.Table) -> BlockCounts:
     counts.kept_splits = split
     counts.reordered = int(pc.sum(kept.column("reordered")).as_py() or 0)
     if kept.num_rows:
-        codes, dictionary = _slot_codes(kept.column("tracks"))
+        codes, dictionary = slot_codes(kept.column("tracks"))
         per_split = [np.bincount(codes[valid & (split == index)[:, None]], minlength=len(dictionary))
                      for index in range(len(SPLITS))]
         present = pa.array(np.flatnonzero(np.logical_or.reduce([c > 0 for c in per_split])))
         counts.plays = pa.table([dictionary.take(present), *[pa.array(c).take(present) for c in per_split]],
                                 schema=PLAYS_SCHEMA)
         for name in CATEGORICAL_SEQUENCE_COLUMNS:
-            codes, dictionary = _slot_codes(kept.column(name))
+            codes, dictionary = slot_codes(kept.column(name))
             per_value = np.bincount(codes[valid], minlength=len(dictionary))
             values: dict[str, int] = {}
             for value, count in zip(dictionary.to_pylist(), per_value.tolist()):
@@ -705,7 +658,7 @@ def _compact(records: pa.Table) -> pa.Table:
         if pa.types.is_fixed_size_list(kind) and pa.types.is_dictionary(kind.value_type):
             encoded = pc.dictionary_encode(_decoded_slots(column))
             index_type = kind.value_type.index_type
-            column = _fixed_list(pa.DictionaryArray.from_arrays(encoded.indices.cast(index_type), encoded.dictionary))
+            column = fixed_list(pa.DictionaryArray.from_arrays(encoded.indices.cast(index_type), encoded.dictionary))
         elif pa.types.is_dictionary(kind):
             column = pc.dictionary_encode(column.cast(kind.value_type)).cast(kind)
         columns.append(column)
@@ -715,101 +668,3 @@ def _compact(records: pa.Table) -> pa.Table:
 def count_blocks(table: pa.Table) -> pa.Table:
     """Ray Data task: a staged block -> one row holding its pickled BlockCounts."""
     return pa.table({"counts": pa.array([pickle.dumps(count_block(table))], pa.binary())})
-
-
-# ---------------------------------------------------------------------------
-# 3. encode
-# ---------------------------------------------------------------------------
-
-
-def _lookup(dictionary: pa.Array, value_set: pa.Array, offset: int, missing: int) -> np.ndarray:
-    """Code per dictionary entry: index in `value_set` + offset, `missing` when absent."""
-    found = pc.index_in(dictionary, value_set=value_set)
-    return np.where(found.is_valid().to_numpy(zero_copy_only=False),
-                    pc.fill_null(found, 0).to_numpy(zero_copy_only=False).astype(np.int64) + offset, missing)
-
-
-def encode_block(table: pa.Table, vocab_track_ids: pa.Array, categories: dict[str, list[str]],
-                 drop_hashes: np.ndarray) -> pa.Table:
-    """Kept staged records -> prepared sessions (vocabulary ids, category codes) plus ``split``.
-
-    `vocab_track_ids`: the vocabulary's track ids in id order, from FIRST_TRACK_ID on.
-    """
-    keep = table.column("status").to_numpy() == KEPT
-    if len(drop_hashes):
-        keep &= ~np.isin(table.column("hash").to_numpy(), drop_hashes)
-    table = table.filter(pa.array(keep))
-    length = table.column("length").to_numpy()
-    padding = np.arange(S)[None, :] >= length[:, None]
-    columns = {
-        "session_id": table.column("session_id"),
-        "date": table.column("date").cast(pa.string()),
-        "length": pa.array(length.astype(np.int8)),
-    }
-    for column in SEQUENCE_COLUMNS:
-        if column.name not in DICTIONARY_SLOT_COLUMNS:
-            # Already the final type, zero past `length`: pass through, no copy.
-            columns[column.name] = table.column(column.name)
-            continue
-        codes, dictionary = _slot_codes(table.column(column.name))
-        if column.name == "tracks":
-            lookup = _lookup(dictionary, vocab_track_ids, FIRST_TRACK_ID, UNK_ID)
-        else:
-            lookup = _lookup(dictionary, pa.array(categories[column.name], pa.string()), 0, 0)
-        values = lookup[codes] if len(lookup) else np.zeros_like(codes)
-        values = np.where(padding, PAD_ID, values).astype(column.dtype.to_pandas_dtype())
-        columns[column.name] = _fixed_list(pa.array(values.reshape(-1), column.dtype))
-    out = pa.table(columns, schema=PREPARED_SESSION_SCHEMA)
-    split_names = np.asarray(SPLITS, dtype=object)[table.column("split").to_numpy()]
-    return out.append_column("split", pa.array(split_names, pa.string()))
-
-
-# ---------------------------------------------------------------------------
-# New raw data, encoded with an existing vocabulary (no Ray)
-# ---------------------------------------------------------------------------
-
-
-@dataclass
-class RawSessions:
-    """Sessions of new raw logs, encoded (``schema.PREPARED_SESSION_SCHEMA``), and what happened to the rows."""
-
-    sessions: pa.Table
-    files: tuple[Path, ...]
-    rows: int
-    dropped: dict[str, int]  # sessions per drop reason
-    empty_label_cells: int  # skip_2 cells left empty (hidden second halves)
-
-
-def sessions_from_raw(raw: Sequence[str | Path], vocab_track_ids: pa.Array, categories: dict[str, list[str]]) -> RawSessions:
-    """Raw MSSD logs (files or folders) -> sessions encoded with a given vocabulary and categories.
-
-    The steps of ``data_pipeline.prepare`` in one process, for scoring new
-    data with a trained model: sessionize each file, merge sessions cut across
-    files, encode with `vocab_track_ids` (the vocabulary's track ids from
-    FIRST_TRACK_ID on; other tracks become ``<unk>``) and `categories`. Cells
-    outside ``IDENTITY_COLUMNS`` may be empty (read as 0 / false / unknown),
-    as in the WSDM Cup's hidden second halves. Raises SchemaError (file, line)
-    for files that cannot be read.
-    """
-    files = readers.find_raw_files(raw)
-    readers.check_headers(readers.RawFiles(files.logs, (), files.roots))
-    rule, empty_labels = SplitRule(), 0
-
-    def counting_labels(path: Path) -> Iterator[pa.Table]:
-        nonlocal empty_labels
-        for table in readers.iter_log_tables(path):
-            empty_labels += table.column("skip_2").null_count
-            yield table
-
-    blocks = pa.concat_tables([empty_staged()] + [
-        block for index, path in enumerate(files.logs)
-        for block in sessionize_file(path, index, rule, fill_missing=True, tables=counting_labels(path))
-    ])
-    counts = count_block(blocks)
-    merge = merge_fragments(counts.fragments, rule)
-    dropped = {name: entry["sessions"] for name, entry in counts.dropped.items()}
-    for name, entry in merge.dropped.items():
-        dropped[name] = dropped.get(name, 0) + entry["sessions"]
-    kept = pa.concat_tables([blocks, merge.merged])
-    encoded = encode_block(kept, vocab_track_ids, categories, np.zeros(0, np.uint64)).drop_columns(["split"])
-    return RawSessions(encoded, files.logs, counts.rows, dropped, empty_labels)

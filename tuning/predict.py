@@ -4,7 +4,7 @@
 
 Reads raw session logs (``log_*.csv[.gz]`` / ``.parquet`` files, or a folder of
 them) in the 21-column MSSD format, turns rows into sessions with the same code
-as ``data_pipeline.prepare`` (``data_pipeline.sessions.sessions_from_raw``), and encodes them with
+as ``data_pipeline.prepare`` (``data_pipeline.encoding.sessions_from_raw``), and encodes them with
 the checkpoint's own vocabulary and categories: tracks the model never saw
 become ``<unk>``. Each session is cut into halves by the protocol (the
 checkpoint's by default) and the model predicts the second half.
@@ -38,7 +38,7 @@ import pyarrow.parquet as pq
 
 from data_pipeline.dataset import PROTOCOLS, iter_numpy_batches, split_halves, table_to_batch
 from data_pipeline.schema import FIRST_TRACK_ID, SchemaError
-from data_pipeline.sessions import sessions_from_raw
+from data_pipeline.encoding import sessions_from_raw
 from models.metrics import evaluate_predictions
 
 

@@ -25,7 +25,8 @@ import pytest
 from data_pipeline import readers
 from data_pipeline.prepare import PrepareOptions, prepare
 from data_pipeline.schema import SEQUENCE_COLUMN_NAMES, SPLITS
-from data_pipeline.sessions import KEPT, SplitRule, sessionize_file
+from data_pipeline.sessions import KEPT, sessionize_file
+from data_pipeline.splits import SplitRule
 from tests.data_pipeline.prepared_digest import prepared_digest
 
 # Recorded with the implementation before the vectorised one (commit 7ee6b22).

@@ -18,7 +18,7 @@ import pytest
 from data_pipeline.dataset import open_prepared
 from data_pipeline.prepare import PrepareOptions, main, prepare
 from data_pipeline.schema import FIRST_TRACK_ID, LOG_COLUMNS, TRACK_FEATURE_NAMES, SchemaError
-from data_pipeline.sessions import sessions_from_raw
+from data_pipeline.encoding import sessions_from_raw
 from tests.data_pipeline.mssd_rows import HEADER, feature_row, session_rows, write_features, write_log
 
 

@@ -39,7 +39,8 @@ from data_pipeline import readers
 from data_pipeline.features import build_track_features, read_track_features
 from data_pipeline.prepare import main
 from data_pipeline.schema import FIRST_TRACK_ID, RESERVED_TOKENS, TRACK_FEATURE_COLUMNS, SchemaError
-from data_pipeline.sessions import DROPPED, FRAGMENT, KEPT, SplitRule, count_block, merge_fragments, sessionize_file
+from data_pipeline.sessions import DROPPED, FRAGMENT, KEPT, count_block, merge_fragments, sessionize_file
+from data_pipeline.splits import SplitRule
 from tests.data_pipeline.mssd_rows import HEADER, feature_row, session_rows
 
 CELLS = ["", "nan", "NaN", "inf", "-inf", "1e309", "1e300", "1.5", "-1", "0", "7", "99999999999", "true", "False",
