@@ -19,7 +19,14 @@ import pyarrow as pa
 import pyarrow.compute as pc
 
 from data_pipeline.schema import CATEGORICAL_SEQUENCE_COLUMNS, FIRST_TRACK_ID, FORMAT_VERSION, SPLITS
-from data_pipeline.sessions import DROP_REASONS, EXAMPLES_PER_REASON, PLAYS_SCHEMA, BlockCounts, empty_staged
+from data_pipeline.sessions import (
+    DROP_REASONS,
+    EXAMPLES_PER_REASON,
+    PLAYS_SCHEMA,
+    BlockCounts,
+    MergeResult,
+    empty_staged,
+)
 
 # The plays table is re-aggregated past this many rows, so the driver's memory follows the distinct tracks.
 PLAYS_ROWS_BEFORE_COMBINING = 4_000_000
@@ -169,9 +176,10 @@ def vocabulary_entry(plays: pa.Table, vocab_ids: pa.Array, rule: dict, splits: d
     }
 
 
-def build_manifest(*, fingerprint: str, options: dict, inputs: dict, books: Books, totals: Totals, merged: int,
-                   split_across_files: int, split_across_files_examples: list, log_paths: list[str], splits: dict,
-                   vocab: dict, unseen_categories: dict, track_features: dict, timing: dict) -> dict:
+def build_manifest(*, fingerprint: str, options: dict, inputs: dict, books: Books, totals: Totals, merge: MergeResult,
+                   log_paths: list[str], splits: dict, vocab: dict, unseen_categories: dict, track_features: dict,
+                   timing: dict) -> dict:
+    """manifest.json: options, inputs, rows and sessions by fate, splits, vocabulary, categories, features, timing."""
     return {
         "format_version": FORMAT_VERSION,
         "fingerprint": fingerprint,
@@ -185,9 +193,9 @@ def build_manifest(*, fingerprint: str, options: dict, inputs: dict, books: Book
             "dropped_examples": {reason: examples_as_files(examples, log_paths)
                                  for reason, examples in totals.examples.items()},
             "reordered": totals.reordered,
-            "merged_from_fragments": merged,
-            "split_across_files": split_across_files,
-            "split_across_files_examples": examples_as_files(split_across_files_examples, log_paths),
+            "merged_from_fragments": merge.merged.num_rows,
+            "split_across_files": merge.split_across_files,
+            "split_across_files_examples": examples_as_files(merge.split_across_files_examples, log_paths),
         },
         "splits": splits,
         "vocab": vocab,

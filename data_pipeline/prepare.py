@@ -51,7 +51,7 @@ import sys
 import time
 import traceback
 import uuid
-from contextlib import contextmanager
+from contextlib import contextmanager, suppress
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Iterator, Sequence
@@ -158,6 +158,12 @@ class PrepareOptions:
                 "nothing would be left to train on."
             )
 
+    def manifest_entry(self, files: readers.RawFiles) -> dict:
+        """The options as manifest.json records them."""
+        return {"raw": [str(r) for r in files.roots], **self.vocabulary_rule(), "val_fraction": self.val_fraction,
+                "test_fraction": None if self.test_dates else self.test_fraction,
+                "test_dates": list(self.test_dates or []), "fold": self.fold}
+
     def split_rule(self) -> SplitRule:
         return SplitRule(self.val_fraction, self.test_fraction, tuple(self.test_dates or ()), self.fold)
 
@@ -211,41 +217,28 @@ def _prepare(options: PrepareOptions, files: readers.RawFiles, staging: Path, st
     import ray
 
     rule = options.split_rule()
-    size = sum(p.stat().st_size for p in files.logs)
-    _progress(options, f"pass 1/2: reading {len(files.logs)} log file(s) ({size / 2**20:.1f} MiB) into sessions")
-    feature_rows = ray.remote(read_track_features).remote(list(files.track_features),
+    feature_task = ray.remote(read_track_features).remote(list(files.track_features),
                                                           [files.name(p) for p in files.track_features])
-    staged = _sessionize_pass(files, rule)
-    read_seconds = time.perf_counter() - started
-    _progress(options, "counting plays, categories and drops")
-    totals = _count_pass(staged)
-    merge = merge_fragments(totals.all_fragments(), rule)
-    sessions_read = _add_merged(totals, merge)
-    duplicates = _drop_duplicate_ids(staged, merge, totals)
-    hashes, lengths, splits = totals.kept()
-    keep = ~np.isin(hashes, duplicates)
-    books = Books.close(totals, sessions_read, keep, lengths)
-    _check_kept(options, files, totals, books, splits[keep])
-
-    feature_rows = ray.get(feature_rows)  # a damaged tf_* file stops the run here, before any shard is written
-    plays = totals.combined_plays()
+    try:
+        staged = _sessionize_pass(options, files, rule)
+        read_seconds = time.perf_counter() - started
+        accounts = _account(options, files, staged, rule)
+        feature_rows = ray.get(feature_task)  # a damaged tf_* file stops the run here, before any shard is written
+    except BaseException:
+        _abandon(feature_task)
+        raise
+    plays = accounts.totals.combined_plays()
     vocab = build_vocabulary(plays, options.vocabulary_rule())
     vocab_ids = vocab.column("track_id").combine_chunks()
-    categories, unseen_categories = build_categories(totals.categories)
+    categories, unseen_categories = build_categories(accounts.totals.categories)
     _progress(options, f"pass 2/2: encoding and writing sessions (vocabulary {len(vocab_ids):,} ids)")
-    shard_files = _encode_pass(staged, merge, vocab_ids, categories, duplicates, staging)
+    shard_files = _encode_pass(staged, accounts.merge, vocab_ids, categories, accounts.duplicates, staging)
     features, feature_info = build_track_features(feature_rows, vocab_ids)
-
-    split_info = split_entries(plays, vocab_ids, keep, splits, lengths, shard_files)
+    split_info = split_entries(plays, vocab_ids, accounts.keep, accounts.splits, accounts.lengths, shard_files)
     manifest = build_manifest(
-        fingerprint=fingerprint(files, options),
-        options={"raw": [str(r) for r in files.roots], **options.vocabulary_rule(),
-                 "val_fraction": options.val_fraction,
-                 "test_fraction": None if options.test_dates else options.test_fraction,
-                 "test_dates": list(options.test_dates or []), "fold": options.fold},
+        fingerprint=fingerprint(files, options), options=options.manifest_entry(files),
         inputs={"logs": [files.name(p) for p in files.logs], "track_features": [files.name(p) for p in files.track_features]},
-        books=books, totals=totals, merged=int(merge.merged.num_rows), split_across_files=merge.split_across_files,
-        split_across_files_examples=merge.split_across_files_examples, log_paths=[str(p) for p in files.logs],
+        books=accounts.books, totals=accounts.totals, merge=accounts.merge, log_paths=[str(p) for p in files.logs],
         splits=split_info, vocab=vocabulary_entry(plays, vocab_ids, options.vocabulary_rule(), split_info),
         unseen_categories=unseen_categories, track_features=feature_info,
         timing={"read_and_sessionize_s": round(read_seconds, 2), "total_s": round(time.perf_counter() - started, 2)},
@@ -257,12 +250,34 @@ def _prepare(options: PrepareOptions, files: readers.RawFiles, staging: Path, st
     return manifest
 
 
+@dataclass
+class _Accounts:
+    """The driver's view after the count pass: totals, merged fragments, duplicates, and which sessions stay."""
+
+    totals: Totals
+    merge: MergeResult
+    duplicates: np.ndarray  # hashes of ids kept in two places (every copy is dropped)
+    keep: np.ndarray  # per session kept by a block or the merge: still kept
+    lengths: np.ndarray
+    splits: np.ndarray
+    books: Books
+
+
 # ---------------------------------------------------------------------------
 # The passes
 # ---------------------------------------------------------------------------
 
 
-def _sessionize_pass(files: readers.RawFiles, rule: SplitRule):
+def _abandon(task) -> None:
+    """Cancel a side task whose result will not be read, and read its error now: Ray would print it later."""
+    import ray
+
+    ray.cancel(task)
+    with suppress(Exception):  # its failure or cancellation is not what ended this run
+        ray.get(task)
+
+
+def _sessionize_pass(options: PrepareOptions, files: readers.RawFiles, rule: SplitRule):
     """Pass 1: every log file -> staged session records, materialized in Ray's object store.
 
     One task per file (a file is read front to back, so a session is only cut
@@ -270,6 +285,8 @@ def _sessionize_pass(files: readers.RawFiles, rule: SplitRule):
     """
     import ray.data
 
+    size = sum(p.stat().st_size for p in files.logs)
+    _progress(options, f"pass 1/2: reading {len(files.logs)} log file(s) ({size / 2**20:.1f} MiB) into sessions")
     paths = [str(p) for p in files.logs]
     items = ray.data.from_items([{"file": i} for i in range(len(paths))], override_num_blocks=len(paths))
     return items.map_batches(sessionize_files, fn_kwargs={"paths": paths, "rule": rule}, batch_size=1,
@@ -286,6 +303,20 @@ def _count_pass(staged) -> Totals:
         for payload in batch.column("counts").to_pylist():
             totals.add(pickle.loads(payload))
     return totals
+
+
+def _account(options: PrepareOptions, files: readers.RawFiles, staged, rule: SplitRule) -> _Accounts:
+    """Count pass, fragments merged, duplicate ids dropped, books closed; an error when nothing is kept."""
+    _progress(options, "counting plays, categories and drops")
+    totals = _count_pass(staged)
+    merge = merge_fragments(totals.all_fragments(), rule)
+    sessions_read = _add_merged(totals, merge)
+    duplicates = _drop_duplicate_ids(staged, merge, totals)
+    hashes, lengths, splits = totals.kept()
+    keep = ~np.isin(hashes, duplicates)
+    books = Books.close(totals, sessions_read, keep, lengths)
+    _check_kept(options, files, totals, books, splits[keep])
+    return _Accounts(totals, merge, duplicates, keep, lengths, splits, books)
 
 
 def _add_merged(totals: Totals, merge: MergeResult) -> int:

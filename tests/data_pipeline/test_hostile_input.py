@@ -6,8 +6,10 @@ One test per case found by hand; ``test_malformed_files`` generates many more.
 from __future__ import annotations
 
 import codecs
+import gc
 import gzip
 import json
+import time
 from pathlib import Path
 
 import numpy as np
@@ -224,6 +226,22 @@ def test_a_damaged_track_feature_file_stops_the_run_with_one_line_before_anythin
     code, lines = _run_cli(["--raw", str(raw), "--out", str(tmp_path / "out")], capfd)
     assert code == 2 and "tf_0.csv: line 14: column energy holds 'loud'" in _one_error_line(lines)
     assert not (tmp_path / "out").exists()
+
+
+def test_a_damaged_log_and_a_damaged_feature_file_end_in_one_line_and_nothing_after(
+        tmp_path, ray_session, capfd, caplog):
+    rows = session_rows("s_bad", 10)
+    rows[5]["hour_of_day"] = "noon"
+    raw = _raw(tmp_path, rows)
+    features = [feature_row(f"t_{i}", i) for i in range(1, 21)]
+    features[3]["energy"] = "loud"
+    write_features(raw / "tf_0.csv", features)
+    code, lines = _run_cli(["--raw", str(raw), "--out", str(tmp_path / "out")], capfd)
+    gc.collect()  # Ray reports a failed task nobody read when its reference goes (through logging)
+    time.sleep(2)
+    later = [line for line in capfd.readouterr().err.splitlines() if line.strip()]
+    assert code == 2 and "log_0.csv: line 7" in _one_error_line(lines) and later == []
+    assert not [r for r in caplog.records if "Unhandled error" in r.getMessage()]
 
 
 # ---------------------------------------------------------------------------
