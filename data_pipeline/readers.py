@@ -118,8 +118,17 @@ def _kind(name: str) -> str | None:
 
 
 def _walk(root: Path) -> Iterator[Path]:
-    """Every entry under `root` (not into hidden folders), sorted; folders named like data files come out too."""
-    for directory, subdirs, names in os.walk(root):
+    """Every entry under `root`, sorted; linked folders are followed (once), hidden ones skipped.
+
+    Folders named like data files come out too, so that they can be named in an error.
+    """
+    seen = set()
+    for directory, subdirs, names in os.walk(root, followlinks=True):
+        real = os.path.realpath(directory)
+        if real in seen:  # a link back up the tree
+            subdirs[:] = []
+            continue
+        seen.add(real)
         subdirs[:] = sorted(d for d in subdirs if not d.startswith("."))
         here = Path(directory)
         for name in sorted(names) + [d for d in subdirs if _kind(d)]:

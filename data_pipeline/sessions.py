@@ -26,6 +26,9 @@
    (kept, or dropped with a reason). Anything else (cut by a file boundary, or
    broken) is a *fragment*; ``merge_fragments`` sees every fragment of an id
    together on the driver and makes a whole session or a counted drop of it.
+   MSSD writes each session's rows together, so fragments are a handful per
+   file; a file sorted some other way still prepares correctly, but its
+   sessions that span chunks all travel to the driver as fragments.
 2. ``count_block``: the counts the driver adds up (``manifest.Totals``): plays
    per track and split, categorical values, drops by reason, kept session
    hashes (to find an id complete in two places), and the fragments.

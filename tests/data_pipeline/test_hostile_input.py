@@ -17,6 +17,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 
+from data_pipeline import readers
 from data_pipeline.dataset import open_prepared
 from data_pipeline.prepare import PrepareOptions, main, prepare
 from data_pipeline.schema import FIRST_TRACK_ID, LOG_COLUMNS, TRACK_FEATURE_NAMES, SchemaError
@@ -369,3 +370,15 @@ def test_archives_that_were_not_unpacked_are_named_in_the_error(tmp_path):
     (raw / "training_set_0.tar.gz").write_bytes(b"")
     with pytest.raises(SchemaError, match=r"no session log files .*Unpack the archives first \(training_set_0\.tar\.gz"):
         _prepare(raw, tmp_path / "out")
+
+
+def test_a_linked_folder_is_followed_once_even_when_a_link_loops_back(tmp_path):
+    elsewhere = tmp_path / "disk2" / "training_set"
+    elsewhere.mkdir(parents=True)
+    write_log(elsewhere / "log_0.csv", session_rows("s", 10))
+    mssd = tmp_path / "mssd"
+    mssd.mkdir()
+    (mssd / "training_set").symlink_to(elsewhere)
+    (mssd / "loop").symlink_to(mssd)
+    files = readers.find_raw_files(mssd)
+    assert [files.name(p) for p in files.logs] == ["training_set/log_0.csv"]
