@@ -10,7 +10,9 @@ folders, or their parent (``readers.find_raw_files``). The passes:
 
 1. *sessionize* (Ray Data, one task per log file): read the file in Arrow
    batches and turn them into staged session records with vectorised kernels
-   (``sessions.sessionize_file``); the records stay in Ray's object store;
+   (``sessions.sessionize_file``); the records stay in Ray's object store.
+   Meanwhile a Ray task parses the track-feature files
+   (``features.read_track_features``);
 2. *count* (Ray Data, one task per staged block): plays per track and split,
    categorical values, drops by reason; the driver adds them up
    (``manifest.Totals``), merges the sessions cut at file boundaries
@@ -19,10 +21,11 @@ folders, or their parent (``readers.find_raw_files``). The passes:
 3. *vocabulary and categories* on the driver (``vocabulary``): ids 0..3
    reserved, then training tracks by play count, ties by track id;
 4. *encode and write* (Ray Data): vocabulary ids and category codes, parquet
-   shards per split; then ``vocab.parquet``, ``track_features.npy``
-   (``features``), ``categories.json`` and ``manifest.json`` (``manifest``).
+   shards per split (``encoding.encode_block``); then ``vocab.parquet``,
+   ``track_features.npy`` (``features``), ``categories.json`` and
+   ``manifest.json`` (``manifest``).
 
-Splits are deterministic: by a 64-bit hash of session_id (default 10% val,
+Splits are deterministic (``splits``): by a 64-bit hash of session_id (default 10% val,
 10% test), or test = sessions dated ``--test-dates`` (val by hash among the
 rest). A session's date is the date of its first position.
 
