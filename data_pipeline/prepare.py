@@ -406,7 +406,10 @@ def write_shards(table: pa.Table, out: str, **encoding) -> pa.Table:
 
 
 def _name_shards(sessions: Path, written: list[str]) -> dict[str, int]:
-    """Rename the shards of each split to part-00000.parquet, ... in name order; returns shards per split."""
+    """Rename the shards of each split to part-00000.parquet, ... in name order; returns shards per split.
+
+    Files the tasks did not report (left by an attempt Ray retried) are removed, so no session is there twice.
+    """
     counts = {}
     for split in SPLITS:
         folder = sessions / split
@@ -414,6 +417,9 @@ def _name_shards(sessions: Path, written: list[str]) -> dict[str, int]:
         mine = sorted(Path(p) for p in written if Path(p).parent == folder)
         for i, path in enumerate(mine):
             path.rename(folder / f"part-{i:05d}.parquet")
+        for leftover in folder.iterdir():
+            if not leftover.name.startswith("part-"):
+                leftover.unlink()
         counts[split] = len(mine)
     return counts
 
