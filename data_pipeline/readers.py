@@ -411,13 +411,13 @@ def _iter_parquet_log(path: Path) -> Iterator[pa.Table]:
         source = pq.ParquetFile(path)
         rows_before = 0
         for batch in source.iter_batches(batch_size=262_144, columns=list(LOG_COLUMNS)):
-            yield conform_log_table(pa.Table.from_batches([batch]), path, rows_before)
+            yield _conform_log_table(pa.Table.from_batches([batch]), path, rows_before)
             rows_before += batch.num_rows
     except (pa.ArrowInvalid, OSError) as error:
         raise RawInputError(f"{path}: cannot be read as an MSSD log ({error}). Re-create or remove it.") from None
 
 
-def conform_log_table(table: pa.Table, path: Path, rows_before: int = 0) -> pa.Table:
+def _conform_log_table(table: pa.Table, path: Path, rows_before: int = 0) -> pa.Table:
     """Any typed table of the 21 log columns -> ``LOG_READ_SCHEMA`` (parquet may use other widths or plain strings)."""
     columns = []
     for name, want in LOG_READ_TYPES.items():
