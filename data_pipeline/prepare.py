@@ -556,7 +556,7 @@ def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="python -m data_pipeline.prepare",
         formatter_class=argparse.RawDescriptionHelpFormatter,
-        description="Turn raw MSSD session logs (log_*.csv[.gz] or .parquet) and track features (tf_*) "
+        description="Turn raw MSSD session logs (log_*.csv[.gz] or .parquet) and track features (tf_*)\n"
         "into a prepared dataset (parquet sessions per split, vocabulary, track features, manifest).",
         epilog=f"Sessions that cannot be used are dropped and counted in manifest.json by reason:\n{reasons}\n"
         "A file that cannot be read (wrong columns or types, damaged bytes) stops the run with one line naming "
@@ -580,7 +580,8 @@ def build_parser() -> argparse.ArgumentParser:
                         "0..n-1 (n = 1/test-fraction) test every session once, i.e. n-fold cross-validation (default 0)")
     parser.add_argument("--address", help="Ray cluster address (default: RAY_ADDRESS, else a local instance)")
     parser.add_argument("--quiet", action="store_true", help="no progress lines or summary table (warnings still show)")
-    parser.add_argument("--verbose", action="store_true", help="Ray's own log lines, and the full trace of an error")
+    parser.add_argument("--verbose", action="store_true", help="Ray's own log lines and progress bars, and the full "
+                        "trace of an error")
     return parser
 
 

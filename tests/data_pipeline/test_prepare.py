@@ -12,6 +12,7 @@ import pytest
 
 from data_pipeline.dataset import open_prepared
 from data_pipeline.prepare import PrepareOptions, build_parser, prepare
+from data_pipeline.sessions import DROP_REASONS
 from data_pipeline.schema import (
     FIRST_TRACK_ID,
     MODE_VALUES,
@@ -162,8 +163,11 @@ def test_parquet_raw_gives_the_same_sessions_as_csv(synthetic_raw, synthetic_pre
 
 def test_cli_help_lists_every_option():
     text = build_parser().format_help()
-    for flag in ("--raw", "--out", "--min-count", "--top-k", "--val-fraction", "--test-fraction", "--test-dates", "--address"):
+    for flag in ("--raw", "--out", "--min-count", "--top-k", "--val-fraction", "--test-fraction", "--test-dates", "--address",
+                 "--fold", "--quiet", "--verbose"):
         assert flag in text
+    for reason in DROP_REASONS:
+        assert reason in text
 
 
 # ---------------------------------------------------------------------------
