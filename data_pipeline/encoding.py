@@ -60,7 +60,8 @@ def encode_block(table: pa.Table, vocab_track_ids: pa.Array, categories: dict[st
     keep = table.column("status").to_numpy() == KEPT
     if len(drop_hashes):
         keep &= ~np.isin(table.column("hash").to_numpy(), drop_hashes)
-    table = table.filter(pa.array(keep))
+    if not keep.all():  # a block without fragments or drops needs no copy
+        table = table.filter(pa.array(keep))
     length = table.column("length").to_numpy()
     padding = np.arange(MAX_SESSION_LENGTH)[None, :] >= length[:, None]
     columns = {
