@@ -1,7 +1,7 @@
 """Throughput of data_pipeline.prepare against a plain CSV read and a pandas baseline, in one run.
 
     python benchmarks/prepare_throughput.py [--out benchmarks/results/prepare_throughput.md]  # 600K sessions, ~10M rows
-    python benchmarks/prepare_throughput.py --scale                                # 3.3M sessions, peak memory
+    python benchmarks/prepare_throughput.py --scale                                                # 3.3M sessions, peak memory
 
 Default mode, all in one run, on the same rows written twice by the synth CLI
 (kept in --work and reused when present): as uncompressed CSV (what the
