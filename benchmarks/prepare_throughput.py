@@ -1,28 +1,35 @@
-"""Throughput of data_pipeline.prepare against a plain CSV read and a pandas baseline.
+"""Throughput of data_pipeline.prepare against a plain CSV read and a pandas baseline, in one run.
 
-    python benchmarks/prepare_throughput.py                 # 600K sessions, ~10M rows, 10 CSV files
-    python benchmarks/prepare_throughput.py --scale         # 3.3M sessions, parquet raw, peak memory
+    python benchmarks/prepare_throughput.py [--out benchmarks/results/prepare_throughput.md]  # 600K sessions, ~10M rows
+    python benchmarks/prepare_throughput.py --scale                                                # 3.3M sessions, peak memory
 
-Default mode, all in one run on the same files:
-1. generate the raw set with the synth CLI (kept in --work and reused when its
-   config matches);
-2. floor: ``pyarrow.csv.read_csv`` of every log file (all cores, typed
-   columns), rows/s;
-3. ``prepare`` end to end (read, sessionize, vocabulary, encode, write,
-   features) on a local Ray instance with every core, rows/s;
-4. baseline: a single-process pandas script in the style of the paper's
-   preprocessing (read_csv, value_counts vocabulary, groupby session_id,
-   sort each group by position, lists of track ids and skips), on the first
-   --pandas-files log files (its rate is rows/s, so a subset is a fair
-   measure and keeps its memory in bounds).
+Default mode, all in one run, on the same rows written twice by the synth CLI
+(kept in --work and reused when present): as uncompressed CSV (what the
+official MSSD archives unpack to) and as ``.csv.gz``. For each format:
 
-``--scale``: 3.3M sessions written as parquet, prepared with a 12 GiB budget;
-peak memory is the largest sum, sampled every second, of the proportional set
-size (PSS, from /proc; Linux only) of this process and all its descendants
-(Ray's GCS, raylet, object store and workers).
+1. floor: ``pyarrow.csv.read_csv`` of every log file with the schema's column
+   types (all threads);
+2. ``prepare`` end to end (read, sessionize, vocabulary, encode, write,
+   features) on a local Ray instance with every core. Ray's start-up (the
+   instance and its worker processes with their imports) happens before the
+   clock, is measured in the same run and reported beside the figure;
+3. baseline: a single-process pandas script in the style of the paper's
+   preprocessing (read_csv, value_counts vocabulary, groupby session_id, sort
+   each group by position, lists of track ids and skips) on the first
+   --pandas-files log files (its rate is per row, so a subset is a fair
+   measure and keeps its memory bounded).
 
-Prints a markdown block (command, machine, figures) and appends it to
-``benchmarks/results/prepare.md`` with --write.
+Every step reports wall seconds and CPU seconds per million rows: CPU time of
+this process (all threads) and, for ``prepare``, of every Ray process too
+(from /proc). CPU seconds hardly move with other load on the machine; wall
+clock does, so the load average is printed before and after, and with
+``--out`` the block is only written when the load average at the start is at
+most the core count.
+
+``--scale``: 3.3M sessions written as parquet, prepared with the default
+object store; peak memory is the largest sum, sampled every second, of the
+proportional set size (PSS, from /proc; Linux only) of this process and all
+its descendants (Ray's GCS, raylet, object store and workers).
 """
 
 from __future__ import annotations
@@ -36,28 +43,33 @@ import subprocess
 import sys
 import threading
 import time
+from dataclasses import dataclass
 from pathlib import Path
 
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
-from benchmarks.machine import cpu_model  # noqa: E402
+from benchmarks.machine import cpu_model, emit  # noqa: E402
+
+TARGET_VS_READ, GOAL_VS_READ, TARGET_VS_PANDAS = 0.4, 0.7, 10.0
+
+
+def load_average() -> float:
+    return os.getloadavg()[0] if hasattr(os, "getloadavg") else float("nan")
 
 
 def machine() -> str:
-    model = cpu_model()
     memory = ""
     try:
         kb = int(next(l for l in Path("/proc/meminfo").read_text().splitlines() if l.startswith("MemTotal")).split()[1])
         memory = f", {kb / 2**20:.0f} GiB RAM"
     except (OSError, StopIteration):
         pass
-    load = os.getloadavg()[0] if hasattr(os, "getloadavg") else float("nan")
-    return f"{os.cpu_count()} CPUs (nproc), {model}{memory}, {platform.system()}; load average at start {load:.1f}"
+    return f"{os.cpu_count()} CPUs (nproc), {cpu_model()}{memory}, {platform.system()}"
 
 
 # ---------------------------------------------------------------------------
-# Memory: PSS of a process tree, from /proc
+# CPU time and memory of a process tree, from /proc
 # ---------------------------------------------------------------------------
 
 
@@ -129,43 +141,65 @@ class PeakMemory:
 
 
 # ---------------------------------------------------------------------------
-# The three contenders
+# The contenders
 # ---------------------------------------------------------------------------
 
 
+@dataclass
+class Step:
+    rows: int
+    wall: float
+    cpu: float
+
+    @property
+    def rate(self) -> float:
+        return self.rows / self.wall
+
+    @property
+    def cpu_per_million(self) -> float:
+        return self.cpu / self.rows * 1e6
+
+
 def generate(work: Path, sessions: int, tracks: int, days: int, fmt: str) -> Path:
+    """The raw set for these knobs (the synth CLI, seed 0), generated once and reused."""
     raw = work / f"raw_{fmt}_{sessions}_{tracks}_{days}"
     marker = raw / "synth_done.json"
     if marker.exists():
         return raw
     shutil.rmtree(raw, ignore_errors=True)
+    options = ["--gzip"] if fmt == "csv.gz" else ["--format", fmt]
     command = [sys.executable, "-m", "data_pipeline.synth", "--sessions", str(sessions), "--tracks", str(tracks),
-               "--days", str(days), "--seed", "0", "--format", fmt, "--out", str(raw)]
-    print("$", " ".join(command[1:]), file=sys.stderr)
+               "--days", str(days), "--seed", "0", *options, "--out", str(raw), "--quiet"]
+    print("$", " ".join(command[1:]), file=sys.stderr, flush=True)
     started = time.perf_counter()
     subprocess.run(command, check=True, cwd=REPO)
     marker.write_text(json.dumps({"seconds": time.perf_counter() - started}))
     return raw
 
 
-def plain_read(raw: Path) -> tuple[int, float, float]:
-    """Rows, wall seconds and CPU seconds (all threads) of reading every log file with pyarrow."""
+def log_files(raw: Path) -> list[Path]:
+    return sorted(raw.glob("log_*.csv*"))
+
+
+def plain_read(raw: Path) -> Step:
+    """pyarrow.csv.read_csv of every log file with the schema's column types (all threads)."""
     import pyarrow.csv as pacsv
 
-    from data_pipeline.readers import log_convert_options
+    from data_pipeline.schema import FALSE_VALUES, LOG_COLUMNS, TRUE_VALUES
 
+    options = pacsv.ConvertOptions(column_types=LOG_COLUMNS, true_values=TRUE_VALUES, false_values=FALSE_VALUES)
     rows, started, cpu = 0, time.perf_counter(), time.process_time()
-    for path in sorted(raw.glob("log_*.csv*")):
-        rows += pacsv.read_csv(path, convert_options=log_convert_options()).num_rows
-    return rows, time.perf_counter() - started, time.process_time() - cpu
+    for path in log_files(raw):
+        rows += pacsv.read_csv(path, convert_options=options).num_rows
+    return Step(rows, time.perf_counter() - started, time.process_time() - cpu)
 
 
-def pandas_baseline(raw: Path, files: int) -> tuple[int, float, float]:
+def pandas_baseline(raw: Path, files: int, out: Path) -> Step:
     """The paper-style script: one process, groupby + per-session sort, track ids and skip_2 only."""
     import pandas as pd
 
     started, cpu = time.perf_counter(), time.process_time()
-    frame = pd.concat([pd.read_csv(p) for p in sorted(raw.glob("log_*.csv*"))[:files]], ignore_index=True)
+    frame = pd.concat([pd.read_csv(p) for p in log_files(raw)[:files]], ignore_index=True)
     counts = frame["track_id_clean"].value_counts()
     vocab = {track: i + 4 for i, track in enumerate(counts.index)}
     sessions = []
@@ -175,53 +209,75 @@ def pandas_baseline(raw: Path, files: int) -> tuple[int, float, float]:
             continue
         sessions.append((session_id, [vocab.get(t, 3) for t in group["track_id_clean"]],
                          group["skip_2"].astype(int).tolist()))
-    out = pd.DataFrame(sessions, columns=["session_id", "tracks", "skip_2"])
-    out.to_parquet(raw.parent / "pandas_baseline.parquet")
-    return len(frame), time.perf_counter() - started, time.process_time() - cpu
+    pd.DataFrame(sessions, columns=["session_id", "tracks", "skip_2"]).to_parquet(out)
+    return Step(len(frame), time.perf_counter() - started, time.process_time() - cpu)
 
 
-def warm_up() -> float:
-    """Start Ray's worker processes (and their imports) before the clock starts; returns the seconds it took.
+def start_ray(num_cpus: int, object_store_gib: float | None) -> float:
+    """Start the local Ray instance and its worker processes (with prepare's imports); returns the seconds it took.
 
-    A fresh Ray instance spends several seconds per worker starting Python and
-    importing pyarrow/Ray Data; that fixed cost is reported separately.
+    A fresh instance spends seconds per worker starting Python and importing
+    pyarrow and Ray Data; that fixed cost is reported beside the figures, not in them.
     """
     import numpy as np
-    import ray
     import ray.data
 
-    started = time.perf_counter()
-    cpus = int(ray.cluster_resources().get("CPU", 1))
-    def touch(batch):
-        import pyarrow.csv  # noqa: F401  (the imports every prepare task needs)
-        import pyarrow.dataset  # noqa: F401
+    from data_pipeline.ray_runtime import init_ray
 
-        import data_pipeline.sessions  # noqa: F401
+    started = time.perf_counter()
+    store = int(object_store_gib * 2**30) if object_store_gib else None
+    init_ray(num_cpus=num_cpus, object_store_memory=store)
+
+    def touch(batch):
+        import data_pipeline.prepare  # noqa: F401  (the imports every prepare task needs)
 
         return {"id": np.asarray(batch["id"]) + 1}
 
+    cpus = int(ray.cluster_resources().get("CPU", 1))
     ray.data.range(cpus * 4, override_num_blocks=cpus * 4).map_batches(touch, batch_format="pyarrow").materialize()
-    global WARM_UP_SECONDS
-    WARM_UP_SECONDS = time.perf_counter() - started
-    return WARM_UP_SECONDS
+    return time.perf_counter() - started
 
 
-WARM_UP_SECONDS = 0.0
-
-
-def run_prepare(raw: Path, out: Path, num_cpus: int, object_store_gib: float) -> tuple[dict, float, float]:
-    """Manifest, wall seconds and CPU seconds (driver + Ray processes) of one prepare run."""
-    import ray
-
+def run_prepare(raw: Path, out: Path) -> tuple[dict, Step]:
+    """Manifest and the wall / CPU seconds (driver + every Ray process) of one prepare run."""
     from data_pipeline.prepare import PrepareOptions, prepare
 
-    if not ray.is_initialized():
-        ray.init(num_cpus=num_cpus, object_store_memory=int(object_store_gib * 2**30), include_dashboard=False,
-                 log_to_driver=False)
-    warm_up()
+    shutil.rmtree(out, ignore_errors=True)
     started, cpu = time.perf_counter(), tree_cpu_seconds()
     manifest = prepare(PrepareOptions(raw=raw, out=out, show_progress=False))
-    return manifest, time.perf_counter() - started, tree_cpu_seconds() - cpu
+    return manifest, Step(manifest["rows"]["read"], time.perf_counter() - started, tree_cpu_seconds() - cpu)
+
+
+# ---------------------------------------------------------------------------
+# Main
+# ---------------------------------------------------------------------------
+
+
+def compare(fmt: str, args, work: Path) -> tuple[list[str], dict]:
+    raw = generate(work, args.sessions, args.tracks, args.days, fmt)
+    print(f"[{fmt}] plain read ...", file=sys.stderr, flush=True)
+    floor = plain_read(raw)
+    print(f"[{fmt}] prepare ...", file=sys.stderr, flush=True)
+    manifest, prepared = run_prepare(raw, work / f"prepared_{fmt}")
+    print(f"[{fmt}] pandas on {args.pandas_files} file(s) ...", file=sys.stderr, flush=True)
+    baseline = pandas_baseline(raw, args.pandas_files, work / f"pandas_{fmt}.parquet")
+    size = sum(p.stat().st_size for p in log_files(raw))
+    rows = [
+        ("plain `pyarrow.csv.read_csv` (floor, all threads)", floor),
+        (f"`prepare` end to end (Ray Data, {args.num_cpus} CPUs)", prepared),
+        (f"pandas groupby script (1 process, {args.pandas_files} file(s))", baseline),
+    ]
+    lines = [f"**{fmt}**: {len(log_files(raw))} files, {size / 2**30:.2f} GiB, {floor.rows:,} rows", "",
+             "| step | rows | wall s | rows/s | vs plain read | vs pandas | CPU s per 1M rows |",
+             "|---|---:|---:|---:|---:|---:|---:|"]
+    for name, step in rows:
+        lines.append(f"| {name} | {step.rows:,} | {step.wall:.1f} | {step.rate:,.0f} | {step.rate / floor.rate:.2f}x | "
+                     f"{step.rate / baseline.rate:.1f}x | {step.cpu_per_million:.2f} |")
+    timing = manifest["timing"]
+    lines += ["", f"prepare's own clock: read + sessionize {timing['read_and_sessionize_s']} s of {timing['total_s']} s; "
+              f"{manifest['sessions']['kept']:,} sessions kept", ""]
+    return lines, {"vs_read": prepared.rate / floor.rate, "vs_pandas": prepared.rate / baseline.rate,
+                   "cpu_vs_read": floor.cpu_per_million / prepared.cpu_per_million}
 
 
 def main() -> int:
@@ -230,64 +286,58 @@ def main() -> int:
     parser.add_argument("--tracks", type=int, default=100_000)
     parser.add_argument("--days", type=int, default=10, help="days = log files (default 10: ~1M rows each)")
     parser.add_argument("--work", type=Path, default=REPO / ".cache" / "bench_prepare", help="where raw/prepared data go")
+    parser.add_argument("--formats", nargs="+", default=["csv", "csv.gz"], choices=["csv", "csv.gz"],
+                        help="raw formats to compare on (default both)")
     parser.add_argument("--pandas-files", type=int, default=1, help="log files the pandas baseline reads (default 1)")
     parser.add_argument("--num-cpus", type=int, default=os.cpu_count())
-    parser.add_argument("--object-store-gib", type=float, default=0.5)
+    parser.add_argument("--object-store-gib", type=float, help="Ray object store size (default: Ray's)")
     parser.add_argument("--scale", action="store_true", help="3.3M sessions, parquet raw, peak memory vs 12 GiB")
-    parser.add_argument("--write", action="store_true", help="append the figures to benchmarks/results/prepare.md")
+    parser.add_argument("--out", type=Path, help="write the result block here too (refused on a loaded machine)")
     args = parser.parse_args()
     args.work.mkdir(parents=True, exist_ok=True)
+    load_at_start = load_average()
     command = "python benchmarks/prepare_throughput.py " + " ".join(sys.argv[1:])
     lines = [f"### prepare throughput{' (scale)' if args.scale else ''}", "", f"- command: `{command}`",
-             f"- machine: {machine()}"]
+             f"- machine: {machine()}; {time.strftime('%Y-%m-%d %H:%M UTC', time.gmtime())}"]
 
     if args.scale:
         sessions = 3_300_000 if args.sessions == 600_000 else args.sessions
         raw = generate(args.work, sessions, args.tracks, args.days, "parquet")
+        start_up = start_ray(args.num_cpus, args.object_store_gib)
         with PeakMemory() as memory:
-            manifest, seconds, _ = run_prepare(raw, args.work / "prepared_scale", args.num_cpus, args.object_store_gib)
-        rows = manifest["rows"]["read"]
+            manifest, step = run_prepare(raw, args.work / "prepared_scale")
         lines += [
-            f"- raw: {sessions:,} sessions, {rows:,} rows, parquet, {args.days} files",
-            f"- prepare: {seconds:.1f} s, {rows / seconds:,.0f} rows/s, {manifest['sessions']['kept']:,} sessions kept "
-            f"(Ray worker start-up before the clock: {WARM_UP_SECONDS:.1f} s)",
+            f"- raw: {sessions:,} sessions, {step.rows:,} rows, parquet, {args.days} files",
+            f"- prepare: {step.wall:.1f} s, {step.rate:,.0f} rows/s, {step.cpu_per_million:.2f} CPU s per 1M rows, "
+            f"{manifest['sessions']['kept']:,} sessions kept (Ray start-up before the clock: {start_up:.1f} s)",
             f"- peak memory (PSS, driver + Ray processes): {memory.peak / 2**30:.2f} GiB "
             f"({'under' if memory.peak < 12 * 2**30 else 'OVER'} the 12 GiB budget)",
         ]
     else:
-        raw = generate(args.work, args.sessions, args.tracks, args.days, "csv")
-        size = sum(p.stat().st_size for p in raw.glob("log_*"))
-        read_rows, read_seconds, read_cpu = plain_read(raw)
-        manifest, prepare_seconds, prepare_cpu = run_prepare(raw, args.work / "prepared", args.num_cpus,
-                                                             args.object_store_gib)
-        pandas_rows, pandas_seconds, pandas_cpu = pandas_baseline(raw, args.pandas_files)
-        per_million = lambda cpu, rows: cpu / rows * 1e6  # noqa: E731
-        read_rate, prepare_rate, pandas_rate = (read_rows / read_seconds, manifest["rows"]["read"] / prepare_seconds,
-                                                pandas_rows / pandas_seconds)
-        lines += [
-            f"- raw: {args.sessions:,} sessions, {read_rows:,} rows, {size / 2**30:.2f} GiB CSV in {args.days} files",
-            "",
-            "| step | rows | wall s | rows/s (wall) | vs plain read | vs pandas | CPU s per 1M rows |",
-            "|---|---:|---:|---:|---:|---:|---:|",
-            f"| plain `pyarrow.csv.read_csv` (floor) | {read_rows:,} | {read_seconds:.1f} | {read_rate:,.0f} | 1.00x | "
-            f"{read_rate / pandas_rate:.1f}x | {per_million(read_cpu, read_rows):.2f} |",
-            f"| `prepare` end to end (Ray Data, {args.num_cpus} CPUs) | {manifest['rows']['read']:,} | "
-            f"{prepare_seconds:.1f} | {prepare_rate:,.0f} | {prepare_rate / read_rate:.2f}x | {prepare_rate / pandas_rate:.1f}x | "
-            f"{per_million(prepare_cpu, manifest['rows']['read']):.2f} |",
-            f"| pandas groupby script (1 process, {args.pandas_files} file(s)) | {pandas_rows:,} | {pandas_seconds:.1f} | "
-            f"{pandas_rate:,.0f} | {pandas_rate / read_rate:.2f}x | 1.0x | {per_million(pandas_cpu, pandas_rows):.2f} |",
-            "",
-            f"- prepare's own timing: read + sessionize {manifest['timing']['read_and_sessionize_s']} s of "
-            f"{manifest['timing']['total_s']} s; Ray worker start-up before the clock: {WARM_UP_SECONDS:.1f} s",
-            "- targets: >= 0.5x plain read, >= 5x pandas",
-        ]
-    block = "\n".join(lines) + "\n"
-    print(block)
-    if args.write:
-        results = REPO / "benchmarks" / "results" / "prepare.md"
-        results.parent.mkdir(parents=True, exist_ok=True)
-        with open(results, "a") as f:
-            f.write("\n" + block)
+        for fmt in args.formats:  # generate first: the synth CLI's load must not overlap the measurements
+            generate(args.work, args.sessions, args.tracks, args.days, fmt)
+        start_up = start_ray(args.num_cpus, args.object_store_gib)
+        lines += [f"- Ray start-up (instance and worker processes, before every clock): {start_up:.1f} s", ""]
+        ratios = {}
+        for fmt in args.formats:
+            block, ratios[fmt] = compare(fmt, args, args.work)
+            lines += block
+        first = ratios[args.formats[0]]
+        met = first["vs_read"] >= TARGET_VS_READ and first["vs_pandas"] >= TARGET_VS_PANDAS
+        lines += [f"- targets on {args.formats[0]}: >= {TARGET_VS_READ}x the plain read (goal {GOAL_VS_READ}x), "
+                  f">= {TARGET_VS_PANDAS:.0f}x pandas: {'met' if met else 'NOT met'} "
+                  f"({first['vs_read']:.2f}x, {first['vs_pandas']:.1f}x; by CPU seconds {first['cpu_vs_read']:.2f}x "
+                  "the plain read)"]
+    load_at_end = load_average()
+    lines.append(f"- load average (1 min): {load_at_start:.1f} at the start, {load_at_end:.1f} at the end, "
+                 f"on {os.cpu_count()} cores")
+    out = args.out
+    if out and load_at_start > (os.cpu_count() or 1):
+        lines.append(f"- NOT WRITTEN to {out}: the load average at the start ({load_at_start:.1f}) was above the "
+                     f"{os.cpu_count()} cores, so other work shared the CPUs and every wall-clock figure above is "
+                     "slowed by it; run again on a quiet machine")
+        out = None
+    emit("\n".join(lines), out)
     return 0
 
 

@@ -25,13 +25,13 @@ Batch keys (numpy arrays, row = session), the same on the Ray Data path
 
 The prepared directory may be a local path or a URI that pyarrow resolves
 (``s3://bucket/prepared``, ``gs://bucket/prepared``, ``file:///abs/path``):
-files are then read through ``pyarrow.fs.FileSystem.from_uri``, so every node
-of a cluster can read the same data.
+every file is read through the ``pyarrow.fs`` filesystem that
+``FileSystem.from_uri`` gives for the root, so every node of a cluster can
+read the same data with the same code.
 """
 
 from __future__ import annotations
 
-import io
 import json
 import os
 from functools import cached_property, partial
@@ -41,6 +41,7 @@ from typing import Iterator
 import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
+from pyarrow import fs as pafs
 
 from data_pipeline.schema import (
     FORMAT_VERSION,
@@ -119,21 +120,24 @@ def split_halves(batch: dict[str, np.ndarray], protocol: str, compact: bool = Fa
 
 
 class PreparedDataset:
-    """A prepared directory: its splits, vocabulary, track features and categories."""
+    """A prepared directory: its splits, vocabulary, track features and categories.
+
+    Every file is read through one ``pyarrow.fs`` filesystem and a base path
+    (``FileSystem.from_uri`` resolves local paths as well as URIs), so local
+    and remote data take the same code; only what callers see differs: a local
+    root stays a ``Path``, a URI a string.
+    """
 
     def __init__(self, root: str | Path):
-        # A URI stays a string (Path would fold "s3://" into "s3:/"); its files are read through pyarrow.fs.
+        # A URI stays a string (Path would fold "s3://" into "s3:/").
         self.root: Path | str = root.rstrip("/") if is_uri(root) else Path(root)
-        self._fs = None
-        if is_uri(self.root):
-            from pyarrow import fs as pafs
-
-            try:
-                self._fs, self._base = pafs.FileSystem.from_uri(self.root)
-            except (pa.ArrowException, ValueError) as error:
-                raise SchemaError(f"{self.root}: cannot open this URI ({error})") from None
-        missing = [f for f in PREPARED_FILES if not self._exists(f)]
-        missing += [f"sessions/{s}" for s in SPLITS if not self._is_dir(f"sessions/{s}")]
+        try:
+            self._fs, self._base = pafs.FileSystem.from_uri(
+                self.root if is_uri(self.root) else str(Path(self.root).absolute()))
+        except (pa.ArrowException, ValueError) as error:
+            raise SchemaError(f"{self.root}: cannot open this URI ({error})") from None
+        missing = [f for f in PREPARED_FILES if self._type(f) != pafs.FileType.File]
+        missing += [f"sessions/{s}" for s in SPLITS if self._type(f"sessions/{s}") != pafs.FileType.Directory]
         if missing:
             raise SchemaError(
                 f"{self.root}: not a complete prepared dataset (missing {', '.join(missing)}). "
@@ -149,58 +153,39 @@ class PreparedDataset:
             )
         self.categories: dict[str, list[str]] = json.loads(self.read_bytes("categories.json"))
 
-    # -- files, local or through pyarrow.fs ------------------------------------
+    # -- files ------------------------------------------------------------------
 
     @property
     def is_uri(self) -> bool:
-        return self._fs is not None
+        return is_uri(self.root)
 
-    def _fs_path(self, name: str) -> str:
+    def _path(self, name: str) -> str:
+        """File `name` ("/"-separated, relative to the root) as a path of the filesystem."""
         return f"{self._base.rstrip('/')}/{name}"
 
-    def _info(self, name: str):
-        return self._fs.get_file_info(self._fs_path(name))
-
-    def _exists(self, name: str) -> bool:
-        if self._fs is None:
-            return (self.root / name).exists()
-        from pyarrow import fs as pafs
-
-        return self._info(name).type != pafs.FileType.NotFound
-
-    def _is_dir(self, name: str) -> bool:
-        if self._fs is None:
-            return (self.root / name).is_dir()
-        from pyarrow import fs as pafs
-
-        return self._info(name).type == pafs.FileType.Directory
+    def _type(self, name: str) -> pafs.FileType:
+        return self._fs.get_file_info(self._path(name)).type
 
     def read_bytes(self, name: str) -> bytes:
         """The content of file `name` (relative to the root, "/"-separated)."""
-        if self._fs is None:
-            return (self.root / name).read_bytes()
-        with self._fs.open_input_stream(self._fs_path(name)) as stream:
+        with self._fs.open_input_stream(self._path(name)) as stream:
             return stream.read()
 
     def file_path(self, name: str) -> Path | str:
         """File `name` as a local Path, or as a URI that pyarrow (pq.read_table, ParquetFile) opens."""
-        return self.root / name if self._fs is None else f"{self.root}/{name}"
+        return f"{self.root}/{name}" if self.is_uri else self.root / name
 
     @property
     def cache_dir(self) -> Path:
         """Where caches of pre-trained embeddings go: ``<root>/cache``, or node-local for a URI."""
-        if self._fs is None:
-            return self.root / "cache"
-        return local_cache_root() / self.fingerprint
+        return local_cache_root() / self.fingerprint if self.is_uri else self.root / "cache"
 
     # -- contents --------------------------------------------------------------
 
     @cached_property
     def vocab(self) -> pa.Table:
         """Columns track_id, index, count; rows 0..3 are the reserved tokens."""
-        if self._fs is None:
-            return pq.read_table(self.root / "vocab.parquet")
-        return pq.read_table(self._fs_path("vocab.parquet"), filesystem=self._fs)
+        return pq.read_table(self._path("vocab.parquet"), filesystem=self._fs)
 
     @property
     def vocab_size(self) -> int:
@@ -209,9 +194,8 @@ class PreparedDataset:
     @cached_property
     def track_features(self) -> np.ndarray:
         """float32 [vocab_size, F]; row = vocabulary id; see schema.TRACK_FEATURE_NAMES."""
-        if self._fs is None:
-            return np.load(self.root / "track_features.npy")
-        return np.load(io.BytesIO(self.read_bytes("track_features.npy")))
+        with self._fs.open_input_file(self._path("track_features.npy")) as source:
+            return np.load(source)
 
     @property
     def feature_names(self) -> list[str]:
@@ -227,22 +211,18 @@ class PreparedDataset:
             raise ValueError(f"unknown split {split!r}: choose one of {', '.join(SPLITS)}")
         return self.file_path(f"sessions/{split}")
 
-    def split_files(self, split: str) -> list[str]:
-        """The split's parquet shards, sorted: local paths, or URIs when the root is a URI."""
-        if self._fs is None:
-            return sorted(str(p) for p in self.split_dir(split).glob("*.parquet"))
-        return [f"{self.root}/sessions/{split}/{name}" for name in self._shard_names(split)]
-
     def _shard_names(self, split: str) -> list[str]:
-        from pyarrow import fs as pafs
-
         self.split_dir(split)  # checks the name
-        selector = pafs.FileSelector(self._fs_path(f"sessions/{split}"), allow_not_found=True)
+        selector = pafs.FileSelector(self._path(f"sessions/{split}"), allow_not_found=True)
         return sorted(
             info.base_name
             for info in self._fs.get_file_info(selector)
             if info.type == pafs.FileType.File and info.base_name.endswith(".parquet")
         )
+
+    def split_files(self, split: str) -> list[str]:
+        """The split's parquet shards, sorted: local paths, or URIs when the root is a URI."""
+        return [str(self.file_path(f"sessions/{split}/{name}")) for name in self._shard_names(split)]
 
     def num_sessions(self, split: str) -> int:
         return int(self.manifest["splits"][split]["sessions"])
@@ -251,29 +231,21 @@ class PreparedDataset:
         """The split as a Ray Dataset of task rows (see the module docstring; `compact`: see split_halves)."""
         import ray.data
 
-        files = self.split_files(split)
+        files = [self._path(f"sessions/{split}/{name}") for name in self._shard_names(split)]
         if not files:
             raise SchemaError(f"{self.split_dir(split)}: no parquet shards; prepare the data again.")
-        if self._fs is not None:
-            files = [self._fs_path(f"sessions/{split}/{name}") for name in self._shard_names(split)]
-            read_kwargs.setdefault("filesystem", self._fs)
+        read_kwargs.setdefault("filesystem", self._fs)
         return ray.data.read_parquet(files, **read_kwargs).map_batches(
             partial(_split_table, protocol=protocol, compact=compact), batch_format="pyarrow"
         )
 
     def numpy_split(self, split: str, protocol: str = "paper") -> dict[str, np.ndarray]:
         """The whole split in memory as one batch (no Ray): for tests and small data."""
-        if self._fs is None:
-            tables = [pq.read_table(f) for f in self.split_files(split)]
-        else:
-            tables = [
-                pq.read_table(self._fs_path(f"sessions/{split}/{name}"), filesystem=self._fs)
-                for name in self._shard_names(split)
-            ]
+        tables = [pq.read_table(self._path(f"sessions/{split}/{name}"), filesystem=self._fs)
+                  for name in self._shard_names(split)]
         if not tables:
             return split_halves(_empty_batch(), protocol)
-        table = pa.concat_tables(tables)
-        return split_halves(table_to_batch(table), protocol)
+        return split_halves(table_to_batch(pa.concat_tables(tables)), protocol)
 
 
 def table_to_batch(table: pa.Table) -> dict[str, np.ndarray]:

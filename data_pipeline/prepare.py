@@ -1,26 +1,32 @@
 """Turn raw MSSD files into a prepared dataset, on Ray Data.
 
-    python -m data_pipeline.prepare --raw DIR --out DIR [--min-count N | --top-k K]
-        [--val-fraction F] [--test-fraction F | --test-dates D [D ...]] [--address ADDR]
+    python -m data_pipeline.prepare --raw DIR [DIR ...] --out DIR [--min-count N | --top-k K]
+        [--val-fraction F] [--test-fraction F | --test-dates D [D ...]] [--fold K] [--address ADDR] [--verbose]
 
 Runs on a local Ray instance (all cores) or on a cluster (``--address`` or
 ``RAY_ADDRESS``; the raw and output folders must then be on storage every node
-sees). The steps:
+sees). ``--raw`` takes the MSSD ``training_set`` and ``track_features``
+folders, or their parent (``readers.find_raw_files``). The passes:
 
-1. read every ``log_*`` file (CSV, gzipped CSV or parquet; booleans as
-   true/false or True/False) with the column types of ``schema.LOG_COLUMNS``,
-   and turn each block of rows into sessions (``sessions.sessionize_block``):
-   one pass over the raw data, kept in Ray's object store;
-2. add up per-block counts on the driver: plays per track on the training
-   split -> vocabulary (ids 0..3 reserved, then tracks by play count, ties by
-   track id), categorical values, drops by reason; sessions cut by block or
-   file boundaries are merged here (``sessions.merge_fragments``);
-3. encode every kept session (vocabulary ids, category codes) and write
-   parquet shards per split; then ``vocab.parquet``, ``track_features.npy``,
-   ``categories.json`` and ``manifest.json``.
+1. *sessionize* (Ray Data, one task per log file): read the file in Arrow
+   batches and turn them into staged session records with vectorised kernels
+   (``sessions.sessionize_file``); the records stay in Ray's object store.
+   Meanwhile a Ray task parses the track-feature files
+   (``features.read_track_features``);
+2. *count* (Ray Data, one task per staged block): plays per track and split,
+   categorical values, drops by reason; the driver adds them up
+   (``manifest.Totals``), merges the sessions cut at file boundaries
+   (``sessions.merge_fragments``) and drops every copy of an id complete in
+   two places;
+3. *vocabulary and categories* on the driver (``vocabulary``): ids 0..3
+   reserved, then training tracks by play count, ties by track id;
+4. *encode and write* (Ray Data): vocabulary ids and category codes, parquet
+   shards per split (``encoding.encode_block``); then ``vocab.parquet``,
+   ``track_features.npy`` (``features``), ``categories.json`` and
+   ``manifest.json`` (``manifest``).
 
-Splits are deterministic: by a 64-bit blake2b hash of session_id (default 10%
-val, 10% test), or test = sessions dated ``--test-dates`` (val by hash among the
+Splits are deterministic (``splits``): by a 64-bit hash of session_id (default 10% val,
+10% test), or test = sessions dated ``--test-dates`` (val by hash among the
 rest). A session's date is the date of its first position.
 
 Vocabulary size: by default every track played at least once in the training
@@ -31,8 +37,10 @@ vocabulary become ``<unk>`` (id 3) and are counted in the manifest.
 
 The output directory is written next to its final place and renamed into it at
 the end, so a crashed run never leaves a half-written dataset behind.
-Errors about the input name the file, line or session and say what to do; the
-CLI prints them as one line and exits with status 2.
+Bad input ends in one line on stderr that names the file, line or session
+and says what to do (exit status 2), whichever pass found it; ``--verbose``
+adds the full trace and Ray's own output. A run that keeps no session, or a
+``--test-dates`` that matches none, is such an error too.
 """
 
 from __future__ import annotations
@@ -40,14 +48,16 @@ from __future__ import annotations
 import argparse
 import hashlib
 import json
-import pickle
+import logging
 import shutil
 import sys
 import time
+import traceback
 import uuid
-from collections import Counter
-from dataclasses import asdict, dataclass, field
+from contextlib import contextmanager, suppress
+from dataclasses import asdict, dataclass
 from pathlib import Path
+from typing import Iterator, Sequence
 
 import numpy as np
 import pyarrow as pa
@@ -55,44 +65,48 @@ import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
 from data_pipeline import readers
+from data_pipeline.features import build_track_features, read_track_features
+from data_pipeline.manifest import Books, Totals, build_manifest, split_entries, summary_table, vocabulary_entry
 from data_pipeline.ray_runtime import init_ray
-from data_pipeline.schema import (
-    CATEGORICAL_SEQUENCE_COLUMNS,
-    CATEGORICAL_VALUES,
-    FIRST_TRACK_ID,
-    FORMAT_VERSION,
-    MODE_VALUES,
-    PREPARED_FILES,
-    RESERVED_TOKENS,
-    SPLITS,
-    TRACK_FEATURE_COLUMNS,
-    TRACK_FEATURE_NAMES,
-    UNKNOWN_CATEGORY,
-    SchemaError,
-)
+from data_pipeline.schema import FIRST_TRACK_ID, FORMAT_VERSION, PREPARED_FILES, SPLITS, SchemaError
+from data_pipeline.encoding import encode_block
 from data_pipeline.sessions import (
     DROP_REASONS,
     EXAMPLES_PER_REASON,
-    SplitRule,
-    empty_staged,
-    encode_block,
+    KEPT,
+    MergeResult,
+    count_block,
+    count_blocks,
     merge_fragments,
-    sessionize_block,
-    summarize_block,
+    sessionize_files,
 )
+from data_pipeline.splits import SplitRule
+from data_pipeline.vocabulary import build_categories, build_vocabulary
 
 DEFAULT_MIN_COUNT = 1
 # zstd level 1 without dictionary pages: faster to write and to read back than
-# the snappy + dictionary default, at about the same size.
-SHARD_WRITE_OPTIONS = {"compression": "zstd", "compression_level": 1, "use_dictionary": ["date"]}
-MAX_CATEGORY_CODES = 127  # codes are int8
+# the snappy + dictionary default, at about the same size. Statistics only for
+# the per-session columns: min/max of 20-slot lists help no reader and cost a
+# fifth of the write.
+SHARD_WRITE_OPTIONS = {"compression": "zstd", "compression_level": 1, "use_dictionary": ["date"],
+                       "write_statistics": ["session_id", "date", "length"]}
+DROP_REASON_HELP = {
+    "missing_session_id": "a row without a session id",
+    "missing_values": "a session with an empty cell in one of its rows",
+    "inconsistent_length": "rows of one session disagree on session_length",
+    "length_out_of_range": "a session outside 10..20 tracks",
+    "position_out_of_range": "a session_position outside 1..session_length",
+    "duplicate_positions": "a position given twice",
+    "missing_positions": "a position missing (e.g. rows lost at the end of a truncated file)",
+    "duplicate_session_id": "the same session id complete in two places (every copy is dropped)",
+}
 
 
 @dataclass
 class PrepareOptions:
     """What to prepare and how. `min_count` and `top_k` are exclusive (default: min_count 1)."""
 
-    raw: str | Path
+    raw: str | Path | Sequence[str | Path]  # folders and/or files; see readers.find_raw_files
     out: str | Path
     min_count: int | None = None
     top_k: int | None = None
@@ -100,16 +114,21 @@ class PrepareOptions:
     test_fraction: float = 0.1
     test_dates: list[str] | tuple[str, ...] | None = None
     fold: int = 0  # rotate the hash split (see SplitRule): folds 0..1/test_fraction-1 are cross-validation
-    show_progress: bool = True
+    show_progress: bool = True  # progress lines and the summary table on stderr
+    verbose: bool = False  # Ray's own output, and the full trace of an error
     address: str | None = None  # Ray cluster address; None: RAY_ADDRESS or a local instance
+
+    def raw_paths(self) -> list[str | Path]:
+        return [self.raw] if isinstance(self.raw, (str, Path)) else list(self.raw)
 
     def validate(self) -> None:
         # Cloud URIs: prepare reads and writes local or shared paths only (readers, atomic rename of the output).
-        if isinstance(self.raw, str) and "://" in self.raw:
-            raise SchemaError(
-                f"--raw {self.raw}: prepare reads from a local or shared path; copy the raw files down first "
-                "(`aws s3 sync URI DIR` / `gsutil -m rsync -r URI DIR`)."
-            )
+        for raw in self.raw_paths():
+            if isinstance(raw, str) and "://" in raw:
+                raise SchemaError(
+                    f"--raw {raw}: prepare reads from a local or shared path; copy the raw files down first "
+                    "(`aws s3 sync URI DIR` / `gsutil -m rsync -r URI DIR`)."
+                )
         if isinstance(self.out, str) and "://" in self.out:
             raise SchemaError(
                 f"--out {self.out}: prepare writes to a local or shared path; copy the result with "
@@ -122,6 +141,9 @@ class PrepareOptions:
             raise SchemaError(f"--min-count must be at least 1 (got {self.min_count}).")
         if self.top_k is not None and self.top_k < 1:
             raise SchemaError(f"--top-k must be at least 1 (got {self.top_k}).")
+        for value in self.test_dates or ():
+            if not readers.is_iso_date(value):
+                raise SchemaError(f"--test-dates {value}: not a date as YYYY-MM-DD (e.g. 2018-07-15).")
         test = 0.0 if self.test_dates else self.test_fraction
         for name, value in (("--val-fraction", self.val_fraction), ("--test-fraction", test)):
             if not 0.0 <= value < 1.0:
@@ -139,6 +161,12 @@ class PrepareOptions:
                 "nothing would be left to train on."
             )
 
+    def manifest_entry(self, files: readers.RawFiles) -> dict:
+        """The options as manifest.json records them."""
+        return {"raw": [str(r) for r in files.roots], **self.vocabulary_rule(), "val_fraction": self.val_fraction,
+                "test_fraction": None if self.test_dates else self.test_fraction,
+                "test_dates": list(self.test_dates or []), "fold": self.fold}
+
     def split_rule(self) -> SplitRule:
         return SplitRule(self.val_fraction, self.test_fraction, tuple(self.test_dates or ()), self.fold)
 
@@ -148,209 +176,342 @@ class PrepareOptions:
         return {"min_count": self.min_count if self.min_count is not None else DEFAULT_MIN_COUNT}
 
 
+def fingerprint(files: readers.RawFiles, options: PrepareOptions) -> str:
+    """Hash of the inputs (names, sizes, first/last MiB) and of the options that shape the output."""
+    content = {
+        "format_version": FORMAT_VERSION,
+        "inputs": readers.input_fingerprint(files),
+        "vocabulary": options.vocabulary_rule(),
+        "split": asdict(options.split_rule()),
+    }
+    if not options.fold:
+        del content["split"]["fold"]  # fold 0 keeps the fingerprints of data prepared before folds existed
+    return hashlib.blake2b(json.dumps(content, sort_keys=True).encode(), digest_size=16).hexdigest()
+
+
 # ---------------------------------------------------------------------------
-# Ray
+# prepare
 # ---------------------------------------------------------------------------
 
 
-def _read_logs(files: readers.RawFiles):
-    """The log files as a Ray Dataset of raw rows plus ``path``.
+def prepare(options: PrepareOptions) -> dict:
+    """Prepare `options.raw` into `options.out`; returns the manifest (also written as manifest.json)."""
+    started = time.perf_counter()
+    options.validate()
+    files = readers.find_raw_files([Path(p).absolute() for p in options.raw_paths()])
+    readers.check_headers(files)
+    out = Path(options.out).absolute()
+    _check_out(out)
+    for note in files.notes:
+        _say(f"note: {note}")
+    if not files.track_features:
+        _say(f"warning: no track-feature files (tf_*.csv, tf_*.csv.gz or tf_*.parquet) under "
+             f"{', '.join(str(r) for r in files.roots)}: every track gets features_missing = 1. Pass the MSSD "
+             "track_features folder too, e.g. --raw training_set track_features.")
+    init_ray(options.address, verbose=options.verbose)
+    with _staging(out) as staging, _input_errors_in_one_line(options.verbose), _every_cpu_per_pass():
+        manifest = _prepare(options, files, staging, started)
+    if options.show_progress:
+        print(summary_table(manifest), file=sys.stderr, flush=True)
+    return manifest
 
-    One block per file (more when a file exceeds Ray's target block size, or
-    when there are fewer files than CPUs, so every CPU gets work): sessions
-    cut at a block boundary become fragments, merged on the driver.
-    """
+
+def _prepare(options: PrepareOptions, files: readers.RawFiles, staging: Path, started: float) -> dict:
     import ray
-    import ray.data
 
-    paths = [str(p) for p in files.logs]
-    blocks = max(len(paths), int(ray.cluster_resources().get("CPU", 1)))
-    if files.log_format == "parquet":
-        return ray.data.read_parquet(paths, include_paths=True, override_num_blocks=blocks)
-    return ray.data.read_csv(
-        paths,
-        include_paths=True,
-        override_num_blocks=blocks,
-        read_options=readers.csv_read_options(),
-        convert_options=readers.log_convert_options(),
+    rule = options.split_rule()
+    feature_task = ray.remote(read_track_features).remote(list(files.track_features),
+                                                          [files.name(p) for p in files.track_features])
+    try:
+        staged = _sessionize_pass(options, files, rule)
+        read_seconds = time.perf_counter() - started
+        accounts = _account(options, files, staged, rule)
+        feature_rows = ray.get(feature_task)  # a damaged tf_* file stops the run here, before any shard is written
+    except BaseException:
+        _abandon(feature_task)
+        raise
+    plays = accounts.totals.combined_plays()
+    vocab = build_vocabulary(plays, options.vocabulary_rule())
+    vocab_ids = vocab.column("track_id").combine_chunks()
+    categories, unseen_categories = build_categories(accounts.totals.categories)
+    _progress(options, f"pass 2/2: encoding and writing sessions (vocabulary {len(vocab_ids):,} ids)")
+    shard_files = _encode_pass(staged, accounts.merge, vocab_ids, categories, accounts.duplicates, staging)
+    features, feature_info = build_track_features(feature_rows, vocab_ids)
+    split_info = split_entries(plays, vocab_ids, accounts.keep, accounts.splits, accounts.lengths, shard_files)
+    manifest = build_manifest(
+        fingerprint=fingerprint(files, options), options=options.manifest_entry(files),
+        inputs={"logs": [files.name(p) for p in files.logs], "track_features": [files.name(p) for p in files.track_features]},
+        books=accounts.books, totals=accounts.totals, merge=accounts.merge, log_paths=[str(p) for p in files.logs],
+        splits=split_info, vocab=vocabulary_entry(plays, vocab_ids, options.vocabulary_rule(), split_info),
+        unseen_categories=unseen_categories, track_features=feature_info,
+        timing={"read_and_sessionize_s": round(read_seconds, 2), "total_s": round(time.perf_counter() - started, 2)},
     )
-
-
-def _explain_read_failure(error: Exception, files: readers.RawFiles) -> SchemaError | None:
-    """After a failed distributed read, find the file and line at fault (named files first)."""
-    text = str(error)
-    named = [p for p in files.logs if str(p) in text]
-    problem = readers.diagnose_logs(named) or readers.diagnose_logs([p for p in files.logs if p not in named])
-    return SchemaError(problem) if problem else None
-
-
-# ---------------------------------------------------------------------------
-# Adding up block summaries
-# ---------------------------------------------------------------------------
+    pq.write_table(vocab, staging / "vocab.parquet")
+    np.save(staging / "track_features.npy", features)
+    (staging / "categories.json").write_text(json.dumps(categories, indent=1))
+    (staging / "manifest.json").write_text(json.dumps(manifest, indent=1))
+    return manifest
 
 
 @dataclass
-class Totals:
-    rows: int = 0
-    kept_hashes: list = field(default_factory=list)
-    kept_lengths: list = field(default_factory=list)
-    kept_splits: list = field(default_factory=list)
-    reordered: int = 0
-    plays: list = field(default_factory=list)
-    plays_rows: int = 0
-    categories: dict = field(default_factory=lambda: {name: Counter() for name in CATEGORICAL_SEQUENCE_COLUMNS})
-    dropped: dict = field(default_factory=dict)
-    examples: dict = field(default_factory=dict)
-    fragments: list = field(default_factory=list)
+class _Accounts:
+    """The driver's view after the count pass: totals, merged fragments, duplicates, and which sessions stay."""
 
-    def add(self, summary: dict, sign: int = 1) -> None:
-        self.rows += sign * summary["rows"]
-        if sign > 0:
-            self.kept_hashes.append(summary["kept_hashes"])
-            self.kept_lengths.append(summary["kept_lengths"])
-            self.kept_splits.append(summary["kept_splits"])
-            self.reordered += summary["reordered"]
-            self.fragments.append(summary["fragments"])
-        plays = summary["plays"]
-        if sign < 0:
-            plays = plays.set_column(2, "count", pc.negate(plays.column("count")))
-        self.plays.append(plays)
-        self.plays_rows += plays.num_rows
-        if self.plays_rows > 4_000_000:  # keep the driver's memory bounded by the number of distinct tracks
-            self.plays = [self.combined_plays()]
-            self.plays_rows = self.plays[0].num_rows
-        for name, counts in summary["categories"].items():
-            for value, count in counts.items():
-                self.categories[name][value] += sign * count
-        self.add_drops(summary["dropped"], summary["examples"])
-
-    def add_drops(self, dropped: dict, examples: dict) -> None:
-        for reason, entry in dropped.items():
-            total = self.dropped.setdefault(reason, {"sessions": 0, "rows": 0})
-            total["sessions"] += entry["sessions"]
-            total["rows"] += entry["rows"]
-            kept_examples = self.examples.setdefault(reason, [])
-            kept_examples.extend(examples.get(reason, [])[: EXAMPLES_PER_REASON - len(kept_examples)])
-
-    def combined_plays(self) -> pa.Table:
-        table = pa.concat_tables(self.plays)
-        table = table.group_by(["split", "track_id"]).aggregate([("count", "sum")])
-        table = table.rename_columns(["split", "track_id", "count"])
-        return table.filter(pc.greater(table.column("count"), 0))
-
-
-def _summaries(dataset):
-    for batch in dataset.iter_batches(batch_size=None, batch_format="pyarrow"):
-        for payload in batch.column("summary").to_pylist():
-            yield pickle.loads(payload)
+    totals: Totals
+    merge: MergeResult
+    duplicates: np.ndarray  # hashes of ids kept in two places (every copy is dropped)
+    keep: np.ndarray  # per session kept by a block or the merge: still kept
+    lengths: np.ndarray
+    splits: np.ndarray
+    books: Books
 
 
 # ---------------------------------------------------------------------------
-# Vocabulary, categories, track features
+# The passes
 # ---------------------------------------------------------------------------
 
 
-def build_vocabulary(plays: pa.Table, rule: dict) -> pa.Table:
-    """Reserved tokens, then training tracks by play count (desc), ties by track id."""
-    train = plays.filter(pc.equal(plays.column("split"), 0)).select(["track_id", "count"])
-    order = pc.sort_indices(train, sort_keys=[("count", "descending"), ("track_id", "ascending")])
-    train = train.take(order)
-    if "top_k" in rule:
-        train = train.slice(0, rule["top_k"])
-    else:
-        train = train.filter(pc.greater_equal(train.column("count"), rule["min_count"]))
-    n = train.num_rows
-    return pa.table({
-        "track_id": pa.concat_arrays([pa.array(RESERVED_TOKENS, pa.string()), train.column("track_id").combine_chunks()]),
-        "index": pa.array(np.arange(FIRST_TRACK_ID + n, dtype=np.int32)),
-        "count": pa.concat_arrays([pa.array([0] * FIRST_TRACK_ID, pa.int64()), train.column("count").combine_chunks()]),
-    })
+def _abandon(task) -> None:
+    """Cancel a side task whose result will not be read, and read its error now: Ray would print it later."""
+    import ray
+
+    ray.cancel(task)
+    with suppress(Exception):  # its failure or cancellation is not what ended this run
+        ray.get(task)
 
 
-def build_categories(counts: dict[str, Counter]) -> tuple[dict[str, list[str]], dict]:
-    """Code 0 = pad/unknown, then schema.CATEGORICAL_VALUES, then unseen values by count."""
-    categories, unseen = {}, {}
-    for name, source in CATEGORICAL_SEQUENCE_COLUMNS.items():
-        known = list(CATEGORICAL_VALUES[source])
-        extra = sorted((v for v in counts[name] if v not in known and counts[name][v] > 0),
-                       key=lambda v: (-counts[name][v], v))
-        values = [UNKNOWN_CATEGORY, *known, *extra]
-        if len(values) > MAX_CATEGORY_CODES:
-            raise SchemaError(
-                f"column {source} has {len(extra)} values outside the MSSD set (e.g. {', '.join(extra[:5])}); "
-                f"at most {MAX_CATEGORY_CODES - 1 - len(known)} new values fit. Check that the files are MSSD logs."
-            )
-        categories[name] = values
-        unseen[name] = {v: counts[name][v] for v in extra}
-    return categories, unseen
+def _sessionize_pass(options: PrepareOptions, files: readers.RawFiles, rule: SplitRule):
+    """Pass 1: every log file -> staged session records, materialized in Ray's object store.
+
+    One task per file (a file is read front to back, so a session is only cut
+    where a file ends); Ray Data runs as many at once as there are CPUs.
+    """
+    import ray.data
+
+    size = sum(p.stat().st_size for p in files.logs)
+    _progress(options, f"pass 1/2: reading {len(files.logs)} log file(s) ({size / 2**20:.1f} MiB) into sessions")
+    paths = [str(p) for p in files.logs]
+    items = ray.data.from_items([{"file": i} for i in range(len(paths))], override_num_blocks=len(paths))
+    return items.map_batches(sessionize_files, fn_kwargs={"paths": paths, "rule": rule}, batch_size=1,
+                             batch_format="pyarrow").materialize()
 
 
-def build_track_features(paths: tuple[Path, ...], vocab_ids: pa.Array) -> tuple[np.ndarray, dict]:
-    """float32 [vocab, 30] aligned to vocabulary ids (see schema.TRACK_FEATURE_NAMES) and its manifest entry."""
-    names = [n for n in TRACK_FEATURE_COLUMNS if n != "track_id"]
-    vocab_size = len(vocab_ids)
-    raw = np.zeros((vocab_size, len(names)), dtype=np.float64)
-    have = np.zeros(vocab_size, dtype=bool)
-    rows_read = duplicates = outside = 0
-    invalid_mode = 0
-    tracks_only = vocab_ids.slice(FIRST_TRACK_ID)
-    for path in paths:
-        for batch in readers.iter_track_feature_batches(path):
-            rows_read += batch.num_rows
-            index = pc.index_in(batch.column("track_id"), value_set=tracks_only)
-            found = np.asarray(pc.is_valid(index).to_numpy(zero_copy_only=False))
-            outside += int((~found).sum())
-            rows = pc.fill_null(index, 0).to_numpy()[found].astype(np.int64) + FIRST_TRACK_ID
-            if not len(rows):
-                continue
-            unique_rows, first = np.unique(rows, return_index=True)
-            fresh = ~have[unique_rows]
-            duplicates += len(rows) - int(fresh.sum())
-            take = np.flatnonzero(found)[first[fresh]]
-            values = np.empty((len(take), len(names)), dtype=np.float64)
-            for j, name in enumerate(names):
-                column = batch.column(name).take(pa.array(take))
-                if name == "mode":
-                    mode = [MODE_VALUES.get(v, np.nan) if v is not None else np.nan for v in column.to_pylist()]
-                    invalid_mode += sum(v is not None and v not in MODE_VALUES for v in column.to_pylist())
-                    values[:, j] = mode
-                else:
-                    values[:, j] = pc.fill_null(column, np.nan).to_numpy(zero_copy_only=False)
-            raw[unique_rows[fresh]] = values
-            have[unique_rows[fresh]] = True
-    with_features = raw[have]
-    nan_cells = {name: int(np.isnan(with_features[:, j]).sum()) for j, name in enumerate(names)}
-    if have.any():
-        mean = np.nanmean(np.where(np.isnan(with_features), np.nan, with_features), axis=0)
-        std = np.nanstd(with_features, axis=0)
-    else:
-        mean = np.zeros(len(names))
-        std = np.ones(len(names))
-    mean = np.nan_to_num(mean)
-    std = np.where(np.isfinite(std) & (std > 0), std, 1.0)
-    matrix = np.zeros((vocab_size, len(names) + 1), dtype=np.float32)
-    standardised = (raw[have] - mean) / std
-    matrix[have, : len(names)] = np.nan_to_num(standardised, nan=0.0)  # NaN cells: imputed with the mean
-    matrix[~have, len(names)] = 1.0  # features_missing: reserved ids and tracks without a row
-    info = {
-        "names": list(TRACK_FEATURE_NAMES),
-        "mean": [float(v) for v in mean],
-        "std": [float(v) for v in std],
-        "files": [p.name for p in paths],
-        "rows_read": rows_read,
-        "rows_outside_vocabulary": outside,
-        "duplicate_rows": duplicates,
-        "tracks_with_features": int(have[FIRST_TRACK_ID:].sum()),
-        "missing": int((~have[FIRST_TRACK_ID:]).sum()),
-        "nan_cells_imputed": {k: v for k, v in nan_cells.items() if v},
-        "invalid_mode_values": invalid_mode,
-    }
-    return matrix, info
+def _count_pass(staged) -> Totals:
+    """Per-block counts (a task per block), added up on the driver."""
+    import pickle
+
+    totals = Totals()
+    counted = staged.map_batches(count_blocks, batch_size=None, batch_format="pyarrow")
+    for batch in counted.iter_batches(batch_size=None, batch_format="pyarrow"):
+        for payload in batch.column("counts").to_pylist():
+            totals.add(pickle.loads(payload))
+    return totals
+
+
+def _account(options: PrepareOptions, files: readers.RawFiles, staged, rule: SplitRule) -> _Accounts:
+    """Count pass, fragments merged, duplicate ids dropped, books closed; an error when nothing is kept."""
+    _progress(options, "counting plays, categories and drops")
+    totals = _count_pass(staged)
+    merge = merge_fragments(totals.all_fragments(), rule)
+    sessions_read = _add_merged(totals, merge)
+    duplicates = _drop_duplicate_ids(staged, merge, totals)
+    hashes, lengths, splits = totals.kept()
+    keep = ~np.isin(hashes, duplicates)
+    books = Books.close(totals, sessions_read, keep, lengths)
+    _check_kept(options, files, totals, books, splits[keep])
+    return _Accounts(totals, merge, duplicates, keep, lengths, splits, books)
+
+
+def _add_merged(totals: Totals, merge: MergeResult) -> int:
+    """Count the sessions merged from fragments; returns the sessions read (kept + dropped, fragments once)."""
+    sessions_read = sum(len(h) for h in totals.kept_hashes)
+    sessions_read += sum(entry["sessions"] for entry in totals.dropped.values())
+    sessions_read += merge.sessions
+    totals.add_drops(merge.dropped, merge.examples)
+    if merge.merged.num_rows:
+        counts = count_block(merge.merged)
+        counts.rows = 0  # fragment rows were counted as read already
+        totals.add(counts)
+    return sessions_read
+
+
+def _drop_duplicate_ids(staged, merge: MergeResult, totals: Totals) -> np.ndarray:
+    """Hashes of session ids kept in two places: every copy is taken back out of the counts and counted as dropped."""
+    import ray.data
+
+    hashes, lengths, _ = totals.kept()
+    unique, counts = np.unique(hashes, return_counts=True)
+    duplicates = unique[counts > 1]
+    if not len(duplicates):
+        return duplicates
+
+    def copies_of(table: pa.Table) -> pa.Table:
+        mask = np.isin(table.column("hash").to_numpy(), duplicates) & (table.column("status").to_numpy() == KEPT)
+        return table.filter(pa.array(mask))
+
+    source = staged if not merge.merged.num_rows else staged.union(ray.data.from_arrow(merge.merged))
+    copies = pa.concat_tables([merge.merged.slice(0, 0)] + [
+        batch for batch in source.map_batches(copies_of, batch_size=None, batch_format="pyarrow")
+        .iter_batches(batch_size=None, batch_format="pyarrow")
+    ])
+    totals.subtract(count_block(copies))
+    copied = np.isin(hashes, duplicates)
+    files, lines, ids = (copies.column(c).to_pylist() for c in ("file", "line", "session_id"))
+    examples = sorted(zip(files, lines, ids, [[f] for f in files]))[:EXAMPLES_PER_REASON]
+    totals.add_drops({"duplicate_session_id": {"sessions": int(copied.sum()), "rows": int(lengths[copied].sum())}},
+                     {"duplicate_session_id": examples})
+    return duplicates
+
+
+def _encode_pass(staged, merge: MergeResult, vocab_ids: pa.Array, categories: dict, duplicates: np.ndarray,
+                 staging: Path) -> dict[str, int]:
+    """Pass 2: kept sessions -> parquet shards under staging/sessions/<split>/; returns shards per split."""
+    import ray.data
+
+    source = staged if not merge.merged.num_rows else staged.union(ray.data.from_arrow(merge.merged))
+    written = source.map_batches(
+        write_shards,
+        fn_kwargs={"out": str(staging / "sessions"), "vocab_track_ids": vocab_ids.slice(FIRST_TRACK_ID),
+                   "categories": categories, "drop_hashes": duplicates},
+        batch_size=None,
+        batch_format="pyarrow",
+    )
+    names = [name for batch in written.iter_batches(batch_size=None, batch_format="pyarrow")
+             for name in batch.column("shard").to_pylist()]
+    return _name_shards(staging / "sessions", names)
+
+
+def write_shards(table: pa.Table, out: str, **encoding) -> pa.Table:
+    """Ray Data task: a staged block -> one parquet shard per split (``encode_block``); returns their paths.
+
+    A shard is named after the block's first session (file index, line) so
+    that shard order does not depend on scheduling; a random suffix keeps
+    names apart should two blocks start alike.
+    """
+    sessions = encode_block(table, **encoding)
+    if not sessions.num_rows:
+        return pa.table({"shard": pa.array([], pa.string())})
+    kept = table.filter(pa.array(table.column("status").to_numpy() == KEPT))
+    first = np.lexsort((kept.column("line").to_numpy(), kept.column("file").to_numpy()))[0]
+    key = f"{kept.column('file')[int(first)].as_py():06d}-{kept.column('line')[int(first)].as_py():012d}-{uuid.uuid4().hex[:8]}"
+    shards = []
+    for split in SPLITS:
+        part = sessions.filter(pc.equal(sessions.column("split"), split)).drop_columns(["split"])
+        if part.num_rows:
+            path = Path(out) / split / f"{key}.parquet"
+            path.parent.mkdir(parents=True, exist_ok=True)
+            pq.write_table(part, path, **SHARD_WRITE_OPTIONS)
+            shards.append(str(path))
+    return pa.table({"shard": pa.array(shards, pa.string())})
+
+
+def _name_shards(sessions: Path, written: list[str]) -> dict[str, int]:
+    """Rename the shards of each split to part-00000.parquet, ... in name order; returns shards per split.
+
+    Files the tasks did not report (left by an attempt Ray retried) are removed, so no session is there twice.
+    """
+    counts = {}
+    for split in SPLITS:
+        folder = sessions / split
+        folder.mkdir(parents=True, exist_ok=True)
+        mine = sorted(Path(p) for p in written if Path(p).parent == folder)
+        for i, path in enumerate(mine):
+            path.rename(folder / f"part-{i:05d}.parquet")
+        for leftover in folder.iterdir():
+            if not leftover.name.startswith("part-"):
+                leftover.unlink()
+        counts[split] = len(mine)
+    return counts
+
+
+def _check_kept(options: PrepareOptions, files: readers.RawFiles, totals: Totals, books: Books,
+                kept_splits: np.ndarray) -> None:
+    """A run that keeps nothing, or a test date that matches nothing, is an error rather than an empty dataset."""
+    if books.kept_sessions == 0:
+        drops = ", ".join(f"{reason} {rows:,}" for reason, rows in books.dropped_rows.items()) or "none"
+        example = next((e for r in DROP_REASONS for e in totals.examples.get(r, [])), None)
+        where = f" (e.g. session {example[2]} in {files.logs[example[0]]})" if example and example[2] else ""
+        raise SchemaError(
+            f"no session was kept: {books.rows_read:,} rows read from {len(files.logs)} log file(s), rows dropped by "
+            f"reason: {drops}{where}. Nothing was written; see the drop reasons in `python -m data_pipeline.prepare --help`."
+        )
+    if options.test_dates and not (kept_splits == SPLITS.index("test")).any():
+        raise SchemaError(
+            f"--test-dates {' '.join(options.test_dates)}: no kept session has that date. "
+            "Choose dates the logs cover (their file names carry them: log_<i>_<YYYYMMDD>_...)."
+        )
+    for index, name in enumerate(SPLITS):
+        fraction = {"val": options.val_fraction, "test": 0.0 if options.test_dates else options.test_fraction}.get(name)
+        if fraction and not (kept_splits == index).any():
+            _say(f"warning: the {name} split is empty ({len(kept_splits):,} sessions kept, {name} fraction {fraction}).")
 
 
 # ---------------------------------------------------------------------------
-# Output directory
+# Errors, progress, output directory
 # ---------------------------------------------------------------------------
+
+
+def _say(message: str) -> None:
+    print(message, file=sys.stderr, flush=True)
+
+
+def _progress(options: PrepareOptions, message: str) -> None:
+    if options.show_progress:
+        _say(f"[prepare] {message}")
+
+
+def _raw_input_cause(error: BaseException) -> readers.RawInputError | None:
+    """The RawInputError a Ray task raised, from the exception Ray Data re-raised on the driver."""
+    seen = set()
+    while error is not None and id(error) not in seen:
+        seen.add(id(error))
+        if type(error) is readers.RawInputError:
+            return error
+        error = getattr(error, "cause", None) or error.__cause__ or error.__context__
+    return None
+
+
+@contextmanager
+def _input_errors_in_one_line(verbose: bool) -> Iterator[None]:
+    """Bad input found inside a Ray Data task ends as its own one-line error, not Ray's report of a failed task.
+
+    Ray Data logs a failed task at ERROR level before raising; the error is
+    raised again here with its message, so (unless `verbose`) that log is noise.
+    """
+    logger = logging.getLogger("ray.data")
+    level = logger.level
+    if not verbose:
+        logger.setLevel(logging.CRITICAL)
+    try:
+        yield
+    except Exception as error:
+        cause = _raw_input_cause(error)
+        if cause is None:
+            raise
+        # Ray Data appends its retry advice to the task's exception message: keep our line only
+        raise readers.RawInputError(str(cause).split("\n")[0]) from error
+    finally:
+        logger.setLevel(level)
+
+
+@contextmanager
+def _every_cpu_per_pass() -> Iterator[None]:
+    """Let each pass use every CPU.
+
+    Ray Data reserves half of the cluster for operators other than the
+    running one by default; each of prepare's passes is a single map, so the
+    reservation would leave half the CPUs idle (measured: 1.3 of 2 busy).
+    """
+    from ray.data import DataContext
+
+    context = DataContext.get_current()
+    reserving = context.op_resource_reservation_enabled
+    context.op_resource_reservation_enabled = False
+    try:
+        yield
+    finally:
+        context.op_resource_reservation_enabled = reserving
+
 
 _OUR_ENTRIES = set(PREPARED_FILES) | {"sessions"}
 
@@ -367,247 +528,22 @@ def _check_out(out: Path) -> None:
             )
 
 
-def _install(staging: Path, out: Path) -> None:
-    """Replace `out` by `staging` with renames (atomic on one filesystem)."""
-    if out.exists():
-        old = out.with_name(f".{out.name}.old-{uuid.uuid4().hex[:8]}")
-        out.rename(old)
-        staging.rename(out)
-        shutil.rmtree(old, ignore_errors=True)
-    else:
-        staging.rename(out)
-
-
-def _collect_split_dirs(written: Path, staging: Path) -> dict[str, int]:
-    files = {}
-    for split in SPLITS:
-        target = staging / "sessions" / split
-        target.mkdir(parents=True, exist_ok=True)
-        source = written / f"split={split}"
-        shards = sorted(source.glob("*.parquet")) if source.is_dir() else []
-        for i, shard in enumerate(shards):
-            shard.rename(target / f"part-{i:05d}.parquet")
-        files[split] = len(shards)
-    shutil.rmtree(written, ignore_errors=True)
-    return files
-
-
-# ---------------------------------------------------------------------------
-# prepare
-# ---------------------------------------------------------------------------
-
-
-def fingerprint(files: readers.RawFiles, options: PrepareOptions) -> str:
-    """Hash of the inputs (names, sizes, first/last MiB) and of the options that shape the output."""
-    content = {
-        "format_version": FORMAT_VERSION,
-        "inputs": readers.input_fingerprint(files),
-        "vocabulary": options.vocabulary_rule(),
-        "split": asdict(options.split_rule()),
-    }
-    if not options.fold:
-        del content["split"]["fold"]  # fold 0 keeps the fingerprints of data prepared before folds existed
-    return hashlib.blake2b(json.dumps(content, sort_keys=True).encode(), digest_size=16).hexdigest()
-
-
-def _log(options: PrepareOptions, message: str) -> None:
-    if options.show_progress:
-        print(f"[prepare] {message}", file=sys.stderr, flush=True)
-
-
-def prepare(options: PrepareOptions) -> dict:
-    """Prepare `options.raw` into `options.out`; returns the manifest (also written as manifest.json)."""
-    options.validate()
-    started = time.perf_counter()
-    raw, out = Path(options.raw).resolve(), Path(options.out).resolve()
-    files = readers.find_raw_files(raw)
-    readers.validate_raw_files(files)
-    _check_out(out)
-    init_ray(options.address)
-    rule = options.split_rule()
+@contextmanager
+def _staging(out: Path) -> Iterator[Path]:
+    """A folder next to `out` that replaces it (renames, atomic on one filesystem) when the body succeeds."""
     staging = out.with_name(f".{out.name}.tmp-{uuid.uuid4().hex[:8]}")
     staging.mkdir(parents=True)
     try:
-        manifest = _prepare(options, files, rule, staging, started)
-        _install(staging, out)
+        yield staging
+        if out.exists():
+            old = out.with_name(f".{out.name}.old-{uuid.uuid4().hex[:8]}")
+            out.rename(old)
+            staging.rename(out)
+            shutil.rmtree(old, ignore_errors=True)
+        else:
+            staging.rename(out)
     finally:
-        if staging.exists():
-            shutil.rmtree(staging, ignore_errors=True)
-    if options.show_progress:
-        print(summary_table(manifest), file=sys.stderr, flush=True)
-    return manifest
-
-
-def _prepare(options: PrepareOptions, files: readers.RawFiles, rule: SplitRule, staging: Path, started: float) -> dict:
-    import ray.data
-
-    size = sum(p.stat().st_size for p in files.logs)
-    _log(options, f"pass 1/2: reading {len(files.logs)} log file(s) ({size / 2**20:.1f} MiB) into sessions")
-    try:
-        staged = _read_logs(files).map_batches(
-            sessionize_block, fn_kwargs={"rule": rule}, batch_size=None, batch_format="pyarrow"
-        ).materialize()
-    except Exception as error:  # a worker failed: say which file and line, if the input is at fault
-        explained = _explain_read_failure(error, files)
-        if explained:
-            raise explained from None
-        raise
-    read_seconds = time.perf_counter() - started
-
-    _log(options, "counting plays, categories and drops")
-    totals = Totals()
-    for summary in _summaries(staged.map_batches(summarize_block, batch_size=None, batch_format="pyarrow")):
-        totals.add(summary)
-    kept_in_blocks = sum(len(h) for h in totals.kept_hashes)
-    dropped_in_blocks = sum(entry["sessions"] for entry in totals.dropped.values())
-    fragments = pa.concat_tables(totals.fragments) if totals.fragments else empty_staged()
-    merge = merge_fragments(fragments, rule)
-    totals.add_drops(merge.dropped, merge.examples)
-    sessions_read = kept_in_blocks + dropped_in_blocks + merge.sessions
-    if merge.merged.num_rows:
-        merged_summary = pickle.loads(summarize_block(merge.merged).column("summary")[0].as_py())
-        merged_summary["rows"] = 0  # fragment rows were counted as read already
-        totals.add(merged_summary)
-
-    # The same session id complete in two places: drop every copy (counted).
-    hashes = np.concatenate(totals.kept_hashes) if totals.kept_hashes else np.zeros(0, np.uint64)
-    lengths = np.concatenate(totals.kept_lengths) if totals.kept_lengths else np.zeros(0, np.int32)
-    splits = np.concatenate(totals.kept_splits) if totals.kept_splits else np.zeros(0, np.int8)
-    unique, counts = np.unique(hashes, return_counts=True)
-    duplicate_hashes = unique[counts > 1]
-    if len(duplicate_hashes):
-        _drop_duplicates(staged, merge.merged, duplicate_hashes, totals, hashes, lengths)
-    keep = ~np.isin(hashes, duplicate_hashes)
-
-    plays = totals.combined_plays()
-    vocab = build_vocabulary(plays, options.vocabulary_rule())
-    vocab_ids = vocab.column("track_id").combine_chunks()
-    categories, unseen_categories = build_categories(totals.categories)
-
-    _log(options, f"pass 2/2: encoding and writing sessions (vocabulary {len(vocab_ids):,} ids)")
-    to_encode = staged if not merge.merged.num_rows else staged.union(ray.data.from_arrow(merge.merged))
-    written = staging / "_written"
-    to_encode.map_batches(
-        encode_block,
-        fn_kwargs={"vocab_track_ids": vocab_ids.slice(FIRST_TRACK_ID), "categories": categories, "drop_hashes": duplicate_hashes},
-        batch_size=None,
-        batch_format="pyarrow",
-    ).write_parquet(str(written), partition_cols=["split"], **SHARD_WRITE_OPTIONS)
-    shard_files = _collect_split_dirs(written, staging)
-    pq.write_table(vocab, staging / "vocab.parquet")
-
-    _log(options, f"track features from {len(files.track_features)} file(s)")
-    features, feature_info = build_track_features(files.track_features, vocab_ids)
-    np.save(staging / "track_features.npy", features)
-    (staging / "categories.json").write_text(json.dumps(categories, indent=1))
-
-    split_info = {}
-    in_vocab = pc.is_in(plays.column("track_id"), value_set=vocab_ids.slice(FIRST_TRACK_ID))
-    for index, name in enumerate(SPLITS):
-        mine = keep & (splits == index)
-        of_split = pc.equal(plays.column("split"), index)
-        split_plays = pc.sum(plays.filter(of_split).column("count")).as_py() or 0
-        known_plays = pc.sum(plays.filter(pc.and_(of_split, in_vocab)).column("count")).as_py() or 0
-        split_info[name] = {
-            "sessions": int(mine.sum()),
-            "rows": int(lengths[mine].sum()),
-            "files": shard_files[name],
-            "tracks_seen": int(pc.sum(of_split).as_py() or 0),
-            "unk_plays": int(split_plays - known_plays),
-        }
-    kept_sessions = int(keep.sum())
-    kept_rows = int(lengths[keep].sum())
-    dropped_rows = {r: totals.dropped[r]["rows"] for r in DROP_REASONS if r in totals.dropped}
-    dropped_sessions = {r: totals.dropped[r]["sessions"] for r in DROP_REASONS if r in totals.dropped and r != "missing_session_id"}
-    if kept_rows + sum(dropped_rows.values()) != totals.rows or kept_sessions + sum(dropped_sessions.values()) != sessions_read:
-        raise RuntimeError(
-            f"internal accounting error: rows read {totals.rows}, kept {kept_rows}, dropped {dropped_rows}; "
-            f"sessions read {sessions_read}, kept {kept_sessions}, dropped {dropped_sessions}"
-        )
-    train_plays = plays.filter(pc.equal(plays.column("split"), 0))
-    manifest = {
-        "format_version": FORMAT_VERSION,
-        "fingerprint": fingerprint(files, options),
-        "options": {
-            "raw": str(Path(options.raw).resolve()),
-            **options.vocabulary_rule(),
-            "val_fraction": options.val_fraction,
-            "test_fraction": None if options.test_dates else options.test_fraction,
-            "test_dates": list(options.test_dates or []),
-            "fold": options.fold,
-        },
-        "inputs": {"logs": [p.name for p in files.logs], "track_features": [p.name for p in files.track_features]},
-        "rows": {"read": totals.rows, "kept": kept_rows, "dropped": dropped_rows},
-        "sessions": {
-            "read": sessions_read,
-            "kept": kept_sessions,
-            "dropped": dropped_sessions,
-            "dropped_examples": totals.examples,
-            "reordered": totals.reordered,
-            "merged_from_fragments": int(merge.merged.num_rows),
-            "split_across_files": merge.split_across_files,
-            "split_across_files_examples": merge.split_across_files_examples,
-        },
-        "splits": split_info,
-        "vocab": {
-            "size": len(vocab_ids),
-            **options.vocabulary_rule(),
-            "tracks": len(vocab_ids) - FIRST_TRACK_ID,
-            "tracks_seen": int(train_plays.num_rows),
-            "tracks_seen_all_splits": len(pc.unique(plays.column("track_id"))),
-            "unk_plays": sum(s["unk_plays"] for s in split_info.values()),
-            "unk_plays_train": split_info["train"]["unk_plays"],
-        },
-        "categories": {"unseen_values": unseen_categories},
-        "track_features": feature_info,
-        "timing": {"read_and_sessionize_s": round(read_seconds, 2), "total_s": round(time.perf_counter() - started, 2)},
-    }
-    (staging / "manifest.json").write_text(json.dumps(manifest, indent=1))
-    return manifest
-
-
-def _drop_duplicates(staged, merged: pa.Table, duplicate_hashes: np.ndarray, totals: Totals,
-                     hashes: np.ndarray, lengths: np.ndarray) -> None:
-    """Take every copy of a duplicated session id back out of the counts and count it as dropped."""
-    import ray.data
-
-    def pick(table: pa.Table) -> pa.Table:
-        return table.filter(pa.array(np.isin(table.column("hash").to_numpy(), duplicate_hashes)
-                                     & (table.column("status").to_numpy() == 0)))
-
-    source = staged if not merged.num_rows else staged.union(ray.data.from_arrow(merged))
-    copies = pa.concat_tables(list(source.map_batches(pick, batch_size=None, batch_format="pyarrow")
-                                   .iter_batches(batch_size=None, batch_format="pyarrow")) or [merged.slice(0, 0)])
-    summary = pickle.loads(summarize_block(copies).column("summary")[0].as_py())
-    summary["rows"] = 0
-    summary["dropped"] = {}
-    totals.add(summary, sign=-1)
-    mask = np.isin(hashes, duplicate_hashes)
-    examples = [{"session_id": s, "files": [p]} for s, p in zip(copies.column("session_id").to_pylist()[:EXAMPLES_PER_REASON],
-                                                                 copies.column("path").to_pylist())]
-    totals.add_drops({"duplicate_session_id": {"sessions": int(mask.sum()), "rows": int(lengths[mask].sum())}},
-                     {"duplicate_session_id": examples})
-
-
-def summary_table(manifest: dict) -> str:
-    """The end-of-run table: splits, drops by reason, vocabulary and features."""
-    lines = ["", "| split | sessions | rows | unk plays | shards |", "|---|---:|---:|---:|---:|"]
-    for name, info in manifest["splits"].items():
-        lines.append(f"| {name} | {info['sessions']:,} | {info['rows']:,} | {info['unk_plays']:,} | {info['files']} |")
-    rows, sessions = manifest["rows"], manifest["sessions"]
-    lines.append(f"| **read** | {sessions['read']:,} | {rows['read']:,} | | |")
-    for reason, n in rows["dropped"].items():
-        lines.append(f"| dropped: {reason} | {sessions['dropped'].get(reason, 0):,} | {n:,} | | |")
-    vocab, features = manifest["vocab"], manifest["track_features"]
-    rule = f"min count {vocab['min_count']}" if "min_count" in vocab else f"top {vocab['top_k']:,}"
-    lines.append("")
-    lines.append(
-        f"vocabulary: {vocab['size']:,} ids ({vocab['tracks']:,} of {vocab['tracks_seen']:,} training tracks, {rule}); "
-        f"track features: {features['tracks_with_features']:,} with a row, {features['missing']:,} missing; "
-        f"sessions merged across blocks/files: {sessions['merged_from_fragments']:,} "
-        f"({sessions['split_across_files']:,} across files); {manifest['timing']['total_s']:.1f} s"
-    )
-    return "\n".join(lines)
+        shutil.rmtree(staging, ignore_errors=True)
 
 
 # ---------------------------------------------------------------------------
@@ -616,13 +552,20 @@ def summary_table(manifest: dict) -> str:
 
 
 def build_parser() -> argparse.ArgumentParser:
+    reasons = "\n".join(f"  {name}: {text}" for name, text in DROP_REASON_HELP.items())
     parser = argparse.ArgumentParser(
         prog="python -m data_pipeline.prepare",
-        description="Turn raw MSSD session logs (log_*.csv[.gz] or .parquet) and track features (tf_*) "
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+        description="Turn raw MSSD session logs (log_*.csv[.gz] or .parquet) and track features (tf_*)\n"
         "into a prepared dataset (parquet sessions per split, vocabulary, track features, manifest).",
+        epilog=f"Sessions that cannot be used are dropped and counted in manifest.json by reason:\n{reasons}\n"
+        "A file that cannot be read (wrong columns or types, damaged bytes) stops the run with one line naming "
+        "the file and line (exit status 2).",
     )
     # str, not Path: Path would fold a URI's "s3://" into "s3:/" before PrepareOptions.validate can name it
-    parser.add_argument("--raw", required=True, help="folder with log_* and tf_* files (local or shared, not a URI)")
+    parser.add_argument("--raw", required=True, nargs="+", metavar="PATH",
+                        help="folders (searched recursively) or files holding the log_* and tf_* files: e.g. the "
+                        "MSSD training_set and track_features folders, or their parent (local or shared, not a URI)")
     parser.add_argument("--out", required=True, help="prepared dataset folder, created or replaced (local or shared, "
                         "not a URI: copy it to a bucket afterwards)")
     vocab = parser.add_mutually_exclusive_group()
@@ -636,7 +579,9 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--fold", type=int, default=0, help="rotate the hash split by k test fractions: folds "
                         "0..n-1 (n = 1/test-fraction) test every session once, i.e. n-fold cross-validation (default 0)")
     parser.add_argument("--address", help="Ray cluster address (default: RAY_ADDRESS, else a local instance)")
-    parser.add_argument("--quiet", action="store_true", help="no progress bars or summary table")
+    parser.add_argument("--quiet", action="store_true", help="no progress lines or summary table (warnings still show)")
+    parser.add_argument("--verbose", action="store_true", help="Ray's own log lines and progress bars, and the full "
+                        "trace of an error")
     return parser
 
 
@@ -645,14 +590,16 @@ def main(argv: list[str] | None = None) -> int:
     options = PrepareOptions(
         raw=args.raw, out=args.out, min_count=args.min_count, top_k=args.top_k,
         val_fraction=args.val_fraction, test_fraction=args.test_fraction, test_dates=args.test_dates,
-        fold=args.fold, show_progress=not args.quiet, address=args.address,
+        fold=args.fold, show_progress=not args.quiet, verbose=args.verbose, address=args.address,
     )
     try:
         manifest = prepare(options)
     except SchemaError as error:
+        if args.verbose:
+            traceback.print_exc()
         print(f"error: {error}", file=sys.stderr)
         return 2
-    print(f"prepared {manifest['sessions']['kept']:,} sessions into {Path(args.out).resolve()}")
+    print(f"prepared {manifest['sessions']['kept']:,} sessions into {Path(args.out).absolute()}")
     return 0
 
 

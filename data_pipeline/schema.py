@@ -241,13 +241,19 @@ def validate_track_feature_columns(path: str, columns: list[str]) -> None:
 def _validate_columns(path: str, columns: list[str], expected: dict[str, pa.DataType], kind: str) -> None:
     if not columns:
         raise SchemaError(f"{path}: the file is empty (no header line). Remove it or regenerate it.")
+    if not set(columns) & set(expected):
+        shown = ",".join(columns[:3])[:60]
+        raise SchemaError(
+            f"{path}: line 1 is not a header naming MSSD {kind} columns (it reads {shown!r}...). Add the header "
+            f"line ({','.join(expected)}) or check that this is an MSSD {kind} file."
+        )
     missing, extra = _missing_and_extra(list(columns), expected)
     if missing or extra:
         parts = []
         if missing:
             parts.append(f"missing column(s) {', '.join(missing)}")
-        if extra:
-            parts.append(f"unexpected column(s) {', '.join(extra)}")
+        if extra:  # quoted: a stray space or an invisible character must show
+            parts.append(f"unexpected column(s) {', '.join(repr(c) for c in extra)}")
         raise SchemaError(
             f"{path}: not an MSSD {kind} file: {'; '.join(parts)}. "
             f"Expected the {len(expected)} columns {', '.join(expected)}."

@@ -1,23 +1,39 @@
-"""Rows -> sessions, one block at a time (pure pyarrow + numpy; Ray calls these per block).
+"""Rows -> sessions, a block at a time, with Arrow and numpy kernels (no per-row or per-session Python).
 
-``prepare`` runs three block functions over a Ray Dataset:
+``prepare`` runs these functions inside Ray Data tasks;
+``encoding.sessions_from_raw`` runs the same ones in-process for new data
+(``tuning.predict``).
 
-1. ``sessionize_block``: a block of raw log rows -> one *staged record* per
-   session id in the block, with every per-position column scattered into 20
-   slots by ``session_position``. Track ids and categorical values stay strings
-   (dictionary-encoded) because the vocabulary is not known yet. A session whose
-   rows in this block are exactly positions 1..L is final here (kept, or
-   dropped with a reason); anything else (a session cut by a block or file
-   boundary, or a broken one) becomes a *fragment*, merged later on the driver
-   by ``merge_fragments``, which sees every fragment of a session id together.
-   MSSD writes a session's rows contiguously in position order, so fragments
-   are rare (at most two per block) and the fast path is a run-length scan; rows
-   out of order or interleaved are sorted first and still handled.
-2. ``summarize_block``: counts per staged block (plays per track and split,
-   categorical values, drops by reason, session hashes for duplicate ids) that
-   the driver adds up into the vocabulary and the manifest.
-3. ``encode_block``: staged records -> rows of ``schema.PREPARED_SESSION_SCHEMA``
-   (vocabulary ids, category codes) plus a ``split`` column.
+1. ``sessionize_file``: one raw log file -> *staged blocks*, one record per
+   session id. The file streams in Arrow batches that are gathered into chunks
+   of about ``CHUNK_ROWS`` rows; the rows of the last session id of a chunk are
+   carried over into the next chunk, so a session is only ever cut at a file
+   boundary. ``sessionize_table`` turns a chunk into records:
+
+   - sessions are runs of equal ``session_id`` (one vectorised comparison of
+     neighbouring ids); when an id comes back after another one (interleaved
+     rows) the chunk falls back to grouping by a dictionary encoding of the ids;
+   - rows of a session out of position order are put in order with one
+     ``lexsort`` (counted as ``reordered``);
+   - per session: row count, declared lengths, gaps, duplicates, nulls, by
+     ``reduceat`` over the ordered rows;
+   - every per-position column is scattered into 20 slots per session
+     (fixed-size lists, zeros past the end) in its final type. Track ids and
+     categorical values stay dictionary codes against the block's own
+     dictionary, because the vocabulary is not known yet.
+
+   A session whose rows in the chunk are exactly positions 1..L is final
+   (kept, or dropped with a reason). Anything else (cut by a file boundary, or
+   broken) is a *fragment*; ``merge_fragments`` sees every fragment of an id
+   together on the driver and makes a whole session or a counted drop of it.
+   MSSD writes each session's rows together, so fragments are a handful per
+   file; a file sorted some other way still prepares correctly, but its
+   sessions that span chunks all travel to the driver as fragments.
+2. ``count_block``: the counts the driver adds up (``manifest.Totals``): plays
+   per track and split, categorical values, drops by reason, kept session
+   hashes (to find an id complete in two places), and the fragments.
+
+Staged records then become the prepared format in ``encoding.encode_block``.
 
 Drop reasons, in the order they are checked (a session gets the first that applies):
 ``missing_values`` (a null cell in any of its rows), ``inconsistent_length``
@@ -31,27 +47,28 @@ Drop reasons, in the order they are checked (a session gets the first that appli
 from __future__ import annotations
 
 import pickle
-from dataclasses import dataclass
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Iterator, Sequence
 
 import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 
+from data_pipeline import readers
 from data_pipeline.schema import (
     CATEGORICAL_SEQUENCE_COLUMNS,
-    FIRST_TRACK_ID,
-    LOG_COLUMNS,
     MAX_SESSION_LENGTH,
     MIN_SESSION_LENGTH,
-    PAD_ID,
-    PREPARED_SESSION_SCHEMA,
     SEQUENCE_COLUMNS,
     SPLITS,
-    UNK_ID,
 )
+from data_pipeline.splits import SplitRule, stable_hash
 
 S = MAX_SESSION_LENGTH
 KEPT, FRAGMENT, DROPPED = 0, 1, 2
+# Rows gathered into one staged block: big enough that per-block costs vanish, small enough for the CPU caches.
+CHUNK_ROWS = 500_000
 
 DROP_REASONS = (
     "missing_session_id",
@@ -64,107 +81,48 @@ DROP_REASONS = (
     "duplicate_session_id",
 )
 REASON_CODE = {name: i for i, name in enumerate(DROP_REASONS)}
+EXAMPLES_PER_REASON = 5
 
 # Fragment flags: what a block already saw wrong with a fragment's rows.
 FLAG_NULL, FLAG_INCONSISTENT, FLAG_LENGTH, FLAG_POSITION, FLAG_DUPLICATE = 1, 2, 4, 8, 16
 
-# Per-position columns whose values are strings until the vocabularies are known.
-STRING_SLOT_COLUMNS = ("tracks", *CATEGORICAL_SEQUENCE_COLUMNS)
-STRING_DICTIONARY = pa.dictionary(pa.int32(), pa.string())
-SLOT_DICTIONARY = STRING_DICTIONARY  # track ids
-CATEGORY_DICTIONARY = pa.dictionary(pa.int16(), pa.string())  # categorical values (few per block)
-PATH_TYPE = pa.dictionary(pa.int32(), pa.string())  # one file per block: stored once
-EXAMPLES_PER_REASON = 5
+# The columns that make a row part of a session. New data for scoring may
+# leave every other cell empty (the WSDM Cup's hidden second halves):
+# ``fill_missing`` reads those as 0 / false / unknown instead of dropping.
+IDENTITY_COLUMNS = ("session_id", "session_position", "session_length", "track_id_clean", "date")
+
+TRACK_SLOTS = pa.dictionary(pa.int32(), pa.string())  # track ids: codes into the block's dictionary
+CATEGORY_SLOTS = pa.dictionary(pa.int16(), pa.string())  # categorical values (few per block)
+DICTIONARY_SLOT_COLUMNS = ("tracks", *CATEGORICAL_SEQUENCE_COLUMNS)
 
 
-def staged_schema() -> pa.Schema:
+def _staged_schema() -> pa.Schema:
     fields = [
         pa.field("session_id", pa.string()),
-        pa.field("path", PATH_TYPE),
+        pa.field("file", pa.int32()),  # index into the run's list of log files
+        pa.field("line", pa.int64()),  # data row (0-based) of the session's first row in its file
         pa.field("status", pa.int8()),
         pa.field("reason", pa.int8()),  # drop reason (DROPPED) or FLAG_* bits (FRAGMENT)
         pa.field("reordered", pa.bool_()),
         pa.field("hash", pa.uint64()),
         pa.field("split", pa.int8()),  # index into SPLITS; -1 until known
-        pa.field("date", pa.string()),
+        pa.field("date", pa.dictionary(pa.int32(), pa.string())),
         pa.field("length", pa.int32()),  # declared session_length
         pa.field("rows", pa.int32()),
         pa.field("position_bits", pa.int32()),  # bit p-1 set: position p present
     ]
     for column in SEQUENCE_COLUMNS:
-        value_type = column.dtype
-        if column.name == "tracks":
-            value_type = SLOT_DICTIONARY
-        elif column.name in CATEGORICAL_SEQUENCE_COLUMNS:
-            value_type = CATEGORY_DICTIONARY
-        fields.append(pa.field(column.name, pa.list_(value_type, S)))
+        slot_type = {"tracks": TRACK_SLOTS}.get(column.name, CATEGORY_SLOTS
+                                                 if column.name in CATEGORICAL_SEQUENCE_COLUMNS else column.dtype)
+        fields.append(pa.field(column.name, pa.list_(slot_type, S)))
     return pa.schema(fields)
 
 
-STAGED_SCHEMA = staged_schema()
+STAGED_SCHEMA = _staged_schema()
 
 
-@dataclass(frozen=True)
-class SplitRule:
-    """Deterministic split by a stable hash of session_id, or test by date.
-
-    Each session's hash maps to u in [0, 1): test is u < test_fraction, val the
-    next val_fraction. `fold` k shifts both slices by k * test_fraction, so the
-    test slices of folds 0..n-1 (n = 1 / test_fraction) are disjoint and every
-    session is tested exactly once: n-fold cross-validation (with --test-dates,
-    the val slice moves by k * val_fraction instead).
-    """
-
-    val_fraction: float = 0.1
-    test_fraction: float = 0.1
-    test_dates: tuple[str, ...] = ()
-    fold: int = 0
-
-    def assign(self, hashes: np.ndarray, dates: pa.Array) -> np.ndarray:
-        """Split index (0 train, 1 val, 2 test) per session (`dates`: ISO strings)."""
-        u = (hashes >> np.uint64(11)).astype(np.float64) / float(1 << 53)  # uniform in [0, 1)
-        if self.fold:
-            step = self.val_fraction if self.test_dates else self.test_fraction
-            u = np.mod(u - self.fold * step, 1.0)
-        split = np.zeros(len(hashes), dtype=np.int8)
-        if self.test_dates:
-            split[u < self.val_fraction] = 1
-            on_test_date = pc.fill_null(pc.is_in(dates, value_set=pa.array(self.test_dates, pa.string())), False)
-            split[np.asarray(on_test_date.to_numpy(zero_copy_only=False), dtype=bool)] = 2
-        else:
-            split[u < self.test_fraction + self.val_fraction] = 1
-            split[u < self.test_fraction] = 2
-        return split
-
-
-def stable_hash(ids: pa.Array | list[str]) -> np.ndarray:
-    """64-bit hash of each id: FNV-1a over its UTF-8 bytes, then the murmur3 finaliser.
-
-    Stable across runs, machines and Python versions (it decides the splits),
-    and vectorised over the Arrow string buffer (a Python hash per id costs
-    more than sessionizing the block).
-    """
-    ids = pa.array(ids, pa.string()) if isinstance(ids, list) else ids.cast(pa.string())
-    n = len(ids)
-    if n == 0:
-        return np.zeros(0, dtype=np.uint64)
-    offsets = np.frombuffer(ids.buffers()[1], dtype=np.int32)[ids.offset : ids.offset + n + 1]
-    data = np.frombuffer(ids.buffers()[2], dtype=np.uint8) if ids.buffers()[2] is not None else np.zeros(1, np.uint8)
-    starts, lengths = offsets[:-1].astype(np.int64), np.diff(offsets)
-    h = np.full(n, 0xCBF29CE484222325, dtype=np.uint64)
-    prime = np.uint64(0x100000001B3)
-    uniform = bool((lengths == lengths[0]).all())
-    for j in range(int(lengths.max())):
-        if uniform:
-            h = (h ^ data[starts + j].astype(np.uint64)) * prime
-        else:
-            active = np.flatnonzero(lengths > j)
-            h[active] = (h[active] ^ data[starts[active] + j].astype(np.uint64)) * prime
-    for shift, multiplier in ((33, 0xFF51AFD7ED558CCD), (33, 0xC4CEB9FE1A85EC53), (33, None)):
-        h ^= h >> np.uint64(shift)
-        if multiplier:
-            h *= np.uint64(multiplier)
-    return h
+def empty_staged() -> pa.Table:
+    return STAGED_SCHEMA.empty_table()
 
 
 # ---------------------------------------------------------------------------
@@ -172,425 +130,544 @@ def stable_hash(ids: pa.Array | list[str]) -> np.ndarray:
 # ---------------------------------------------------------------------------
 
 
-def _numpy(column: pa.ChunkedArray | pa.Array, dtype) -> np.ndarray:
+def _ints(column: pa.ChunkedArray | pa.Array) -> np.ndarray:
+    """An integer or boolean column as int64 numpy (nulls read as 0: their sessions are dropped or filled)."""
     column = column.combine_chunks() if isinstance(column, pa.ChunkedArray) else column
-    if pa.types.is_boolean(column.type):
-        column = pc.cast(column, pa.int8())
-    return pc.fill_null(column, 0).to_numpy(zero_copy_only=False).astype(dtype, copy=False)
+    if column.null_count:
+        column = pc.fill_null(column, pa.scalar(0, column.type) if not pa.types.is_boolean(column.type) else False)
+    return column.to_numpy(zero_copy_only=False).astype(np.int64, copy=False)
 
 
-def _dictionary_codes(column: pa.ChunkedArray) -> tuple[np.ndarray, pa.Array]:
-    """Integer codes per row and the values they index (dictionary columns: unified across chunks)."""
+def _values(column: pa.ChunkedArray, dtype: np.dtype) -> np.ndarray:
+    """A numeric or boolean column in `dtype` (booleans as 0/1; nulls as 0)."""
+    column = column.combine_chunks()
+    if column.null_count:
+        column = pc.fill_null(column, False if pa.types.is_boolean(column.type) else pa.scalar(0, column.type))
+    values = column.to_numpy(zero_copy_only=False)
+    if values.dtype == np.bool_:
+        values = values.view(np.int8)
+    return values.astype(dtype, copy=False)
+
+
+def _codes(column: pa.ChunkedArray, index_type: pa.DataType) -> tuple[np.ndarray, pa.Array]:
+    """Dictionary codes per row in `index_type` and the dictionary; a null cell gets an extra '' entry."""
     combined = column.combine_chunks()
-    encoded = combined if pa.types.is_dictionary(combined.type) else pc.dictionary_encode(combined)
-    return _numpy(encoded.indices, np.int32), encoded.dictionary
+    if not pa.types.is_dictionary(combined.type):
+        combined = pc.dictionary_encode(combined)
+    dictionary, indices = combined.dictionary, combined.indices
+    if indices.null_count:
+        indices = pc.fill_null(indices, len(dictionary))
+        dictionary = pa.concat_arrays([dictionary, pa.array([""], pa.string())])
+    limit = np.iinfo(index_type.to_pandas_dtype()).max
+    if len(dictionary) > limit:
+        raise ValueError(f"{len(dictionary):,} distinct values in one block (at most {limit:,})")
+    return indices.to_numpy(zero_copy_only=False).astype(index_type.to_pandas_dtype(), copy=False), dictionary
 
 
-def _slots(values: np.ndarray, slot: np.ndarray, groups: int, dtype) -> np.ndarray:
-    out = np.zeros(groups * S, dtype=dtype)
-    out[slot] = values
-    return out
-
-
-def _fixed_list(flat: pa.Array) -> pa.Array:
+def fixed_list(flat: pa.Array) -> pa.Array:
     return pa.FixedSizeListArray.from_arrays(flat, S)
 
 
-def empty_staged() -> pa.Table:
-    return STAGED_SCHEMA.empty_table()
+def _null_rows(table: pa.Table, fill_missing: bool) -> np.ndarray | None:
+    """Rows with a null cell (in the identity columns only, with `fill_missing`), or None when there are none."""
+    names = IDENTITY_COLUMNS if fill_missing else table.column_names
+    with_nulls = [name for name in names if table.column(name).null_count]
+    if not with_nulls:
+        return None
+    mask = np.zeros(table.num_rows, dtype=bool)
+    for name in with_nulls:
+        mask |= pc.is_null(table.column(name)).to_numpy(zero_copy_only=False)
+    return mask
 
 
-def _conform(table: pa.Table, path: str) -> pa.Table:
-    """The 21 log columns with the schema's types (parquet input may use wider types).
+def _run_starts(ids: pa.Array) -> np.ndarray:
+    """Indices where a run of equal ids begins."""
+    n = len(ids)
+    if n <= 1:
+        return np.zeros(min(n, 1), dtype=np.int64)
+    change = pc.not_equal(ids.slice(1), ids.slice(0, n - 1)).to_numpy(zero_copy_only=False)
+    return np.flatnonzero(np.r_[True, change])
 
-    String columns may stay dictionary-encoded (CSV reads parse some that way).
+
+@dataclass
+class _Order:
+    """Rows grouped by session and put in position order (`order` None: the file order already is)."""
+
+    order: np.ndarray | None
+    group: np.ndarray  # session index of each row, in sorted order
+    position: np.ndarray  # positions in sorted order
+    starts: np.ndarray  # first sorted row of each session
+    session_ids: pa.Array  # one per session, in session index order
+    reordered: np.ndarray  # per session: its rows were not in position order
+
+    def take(self, values: np.ndarray) -> np.ndarray:
+        return values if self.order is None else values[self.order]
+
+
+def _order_rows(ids: pa.Array, position: np.ndarray) -> _Order:
+    n = len(ids)
+    starts = _run_starts(ids)
+    run_ids = ids.take(pa.array(starts))
+    if pc.count_distinct(run_ids).as_py() == len(starts):
+        # The MSSD layout: each session's rows are contiguous.
+        order = None
+        group = np.repeat(np.arange(len(starts)), np.diff(np.r_[starts, n]))
+        session_ids = run_ids
+    else:
+        encoded = pc.dictionary_encode(ids)
+        codes = encoded.indices.to_numpy(zero_copy_only=False).astype(np.int64)
+        order = np.argsort(codes, kind="stable")
+        group, session_ids = codes[order], encoded.dictionary
+        starts = np.flatnonzero(np.r_[True, group[1:] != group[:-1]])
+    sorted_position = position if order is None else position[order]
+    step = np.diff(sorted_position, prepend=0)
+    step[starts] = 1
+    unordered = step <= 0
+    if unordered.any():
+        reordered = np.logical_or.reduceat(unordered, starts)
+        within = np.lexsort((sorted_position, group))
+        order = within if order is None else order[within]
+        group, sorted_position = group[within], sorted_position[within]
+    else:
+        reordered = np.zeros(len(starts), dtype=bool)
+    return _Order(order, group, sorted_position, starts, session_ids, reordered)
+
+
+def sessionize_table(table: pa.Table, rule: SplitRule, file: int = 0, first_line: int = 0,
+                     fill_missing: bool = False) -> pa.Table:
+    """Raw log rows (``readers.LOG_READ_SCHEMA``) -> staged session records.
+
+    `file` indexes the run's log files; `first_line` is the data row of the
+    table's first row in that file. With `fill_missing`, null cells outside
+    ``IDENTITY_COLUMNS`` read as 0 / false / unknown instead of dropping the session.
     """
-    columns = []
-    for name, want in LOG_COLUMNS.items():
-        column = table.column(name)
-        if pa.types.is_string(want) and pa.types.is_dictionary(column.type):
-            if column.type != STRING_DICTIONARY:
-                column = column.cast(STRING_DICTIONARY)
-            columns.append(column)
-            continue
-        if pa.types.is_date(column.type):
-            column = pc.strftime(column, format="%Y-%m-%d")
-        if column.type != want:
-            try:
-                column = column.cast(want)
-            except (pa.ArrowInvalid, pa.ArrowNotImplementedError) as error:
-                raise ValueError(f"{path}: column {name} cannot be read as {want} ({error})") from None
-        columns.append(column)
-    return pa.table(columns, names=list(LOG_COLUMNS))
-
-
-def sessionize_block(table: pa.Table, rule: SplitRule) -> pa.Table:
-    """Raw log rows (the 21 columns plus ``path``) -> staged session records."""
-    path = table.column("path")[0].as_py() if table.num_rows and "path" in table.column_names else ""
-    table = _conform(table, path)
     records = []
-    session_ids = table.column("session_id")
-    if session_ids.null_count:
-        valid = pc.is_valid(session_ids)
-        records.append(_missing_id_record(table.num_rows - pc.sum(valid).as_py(), path))
-        table = table.filter(valid)
+    ids = table.column("session_id").combine_chunks()
+    line = np.arange(table.num_rows, dtype=np.int64) + first_line
+    if ids.null_count:
+        valid = ids.is_valid()
+        records.append(_missing_id_record(table.num_rows - pc.sum(valid).as_py(), file, int(line[0])))
+        table, ids, line = table.filter(valid), ids.filter(valid), line[valid.to_numpy(zero_copy_only=False)]
     if table.num_rows:
-        records.append(_sessionize(table, rule, path))
+        records.append(_sessionize(table, ids, line, rule, file, fill_missing))
     return pa.concat_tables(records) if records else empty_staged()
 
 
-def _missing_id_record(rows: int, path: str) -> pa.Table:
+def _missing_id_record(rows: int, file: int, line: int) -> pa.Table:
     record = {field.name: pa.nulls(1, field.type) for field in STAGED_SCHEMA}
     record.update(
-        path=pa.array([path], PATH_TYPE), status=pa.array([DROPPED], pa.int8()),
+        file=pa.array([file], pa.int32()), line=pa.array([line], pa.int64()), status=pa.array([DROPPED], pa.int8()),
         reason=pa.array([REASON_CODE["missing_session_id"]], pa.int8()), rows=pa.array([rows], pa.int32()),
     )
     return pa.table(record, schema=STAGED_SCHEMA)
 
 
-def _sessionize(table: pa.Table, rule: SplitRule, path: str) -> pa.Table:
-    n = table.num_rows
-    codes, session_ids = _dictionary_codes(table.column("session_id"))
-    groups = len(session_ids)
-    position = _numpy(table.column("session_position"), np.int64)
-    length = _numpy(table.column("session_length"), np.int64)
-    has_null = np.zeros(n, dtype=bool)
-    for column in table.columns:
-        if column.null_count:
-            has_null |= _numpy(pc.is_null(column), bool)
+@dataclass
+class _Verdict:
+    """Per session of a chunk: what it is (KEPT, DROPPED, FRAGMENT) and what was seen in its rows."""
 
-    # Row order: MSSD rows are contiguous per session and in position order; only
-    # sort when they are not (order maps sorted row -> original row).
-    order = None
-    run_starts = np.flatnonzero(np.r_[True, codes[1:] != codes[:-1]])
-    if len(run_starts) != groups:
-        order = np.argsort(codes, kind="stable")
-    sorted_codes = codes if order is None else codes[order]
-    sorted_position = position if order is None else position[order]
-    starts = np.flatnonzero(np.r_[True, sorted_codes[1:] != sorted_codes[:-1]])
-    step = np.r_[1, np.diff(sorted_position)]
-    step[starts] = 1
-    reordered = np.add.reduceat((step <= 0).astype(np.int64), starts) > 0
-    if reordered.any():
-        within = np.lexsort((sorted_position, sorted_codes))
-        order = within if order is None else order[within]
-        sorted_codes = codes[order]
-        sorted_position = position[order]
-        step = np.r_[1, np.diff(sorted_position)]
-        step[starts] = 1
-    take = (lambda a: a) if order is None else (lambda a: a[order])
-    length_rows, null_rows = take(length), take(has_null)
-    size = np.diff(np.r_[starts, n])
+    status: np.ndarray
+    reason: np.ndarray  # drop reason code (DROPPED) or FLAG_* bits (FRAGMENT)
+    length: np.ndarray  # declared session_length (the smallest, when rows disagree)
+    rows: np.ndarray
+    position_bits: np.ndarray
+
+
+def _judge(rows: _Order, length: np.ndarray, null_rows: np.ndarray | None) -> _Verdict:
+    """Each session's status from its ordered rows (`length`: declared length per sorted row)."""
+    starts, position = rows.starts, rows.position
+    size = np.diff(np.r_[starts, len(position)])
     ends = starts + size - 1
-    length_min = np.minimum.reduceat(length_rows, starts)
-    length_max = np.maximum.reduceat(length_rows, starts)
-    duplicate = np.add.reduceat((step == 0).astype(np.int64), starts) > 0
-    gap_free = np.add.reduceat((step != 1).astype(np.int64), starts) == 0
-    any_null = np.add.reduceat(null_rows.astype(np.int64), starts) > 0
-    # Exactly positions 1..L, each once, all rows agreeing on L: final in this block.
+    step = np.diff(position, prepend=0)
+    step[starts] = 1
+    length_min = np.minimum.reduceat(length, starts)
+    length_max = np.maximum.reduceat(length, starts)
+    any_null = (np.logical_or.reduceat(rows.take(null_rows), starts) if null_rows is not None
+                else np.zeros(len(starts), dtype=bool))
+    # Exactly positions 1..L, each once, all rows agreeing on L: final in this chunk.
     self_contained = (
-        gap_free & (length_min == length_max) & (sorted_position[starts] == 1)
-        & (sorted_position[ends] == length_min) & (size == length_min)
+        ~np.logical_or.reduceat(step != 1, starts) & (length_min == length_max) & (position[starts] == 1)
+        & (position[ends] == length_min) & (size == length_min)
     )
     in_range = (length_min >= MIN_SESSION_LENGTH) & (length_max <= MAX_SESSION_LENGTH)
-
-    status = np.full(groups, FRAGMENT, dtype=np.int8)
-    reason = np.zeros(groups, dtype=np.int8)
-    status[self_contained] = DROPPED
-    reason[self_contained & any_null] = REASON_CODE["missing_values"]
-    reason[self_contained & ~any_null & ~in_range] = REASON_CODE["length_out_of_range"]
-    keep = self_contained & ~any_null & in_range
-    status[keep] = KEPT
-    fragment = ~self_contained
-    bad_position = (sorted_position < 1) | (sorted_position > length_rows) | (sorted_position > S)
-    flags = (
+    bad_position = (position < 1) | (position > length) | (position > S)
+    reason = (
         FLAG_NULL * any_null
         + FLAG_INCONSISTENT * (length_min != length_max)
         + FLAG_LENGTH * ~in_range
-        + FLAG_POSITION * (np.add.reduceat(bad_position.astype(np.int64), starts) > 0)
-        + FLAG_DUPLICATE * duplicate
+        + FLAG_POSITION * np.logical_or.reduceat(bad_position, starts)
+        + FLAG_DUPLICATE * np.logical_or.reduceat(step == 0, starts)
     ).astype(np.int8)
-    reason[fragment] = flags[fragment]
-    in_slots = (sorted_position >= 1) & (sorted_position <= S)
-    bits = np.where(in_slots, np.left_shift(1, np.clip(sorted_position - 1, 0, S - 1)), 0)
-    position_bits = np.bitwise_or.reduceat(bits, starts).astype(np.int32)
+    status = np.full(len(starts), FRAGMENT, dtype=np.int8)
+    keep = self_contained & ~any_null & in_range
+    status[self_contained] = DROPPED
+    reason[self_contained] = np.where(any_null, REASON_CODE["missing_values"],
+                                      REASON_CODE["length_out_of_range"])[self_contained]
+    status[keep], reason[keep] = KEPT, 0
+    in_slots = (position >= 1) & (position <= S)
+    bits = np.where(in_slots, np.left_shift(1, np.clip(position - 1, 0, S - 1)), 0)
+    return _Verdict(status, reason, length_min, size, np.bitwise_or.reduceat(bits, starts).astype(np.int32))
 
-    slot = sorted_codes[in_slots].astype(np.int64) * S + sorted_position[in_slots] - 1
-    first_row = starts if order is None else order[starts]  # original row of each session's first position
-    hashes = stable_hash(session_ids)
-    dates = pc.take(table.column("date"), pa.array(first_row)).cast(pa.string())
+
+def _row_slots(rows: _Order) -> np.ndarray:
+    """The slot (session * 20 + position - 1) of every row, in the table's own row order.
+
+    In table order, so values scatter without being reordered first; rows
+    outside positions 1..20 all go to one spare slot past the end.
+    """
+    groups = len(rows.starts)
+    in_slots = (rows.position >= 1) & (rows.position <= S)
+    slot = np.where(in_slots, rows.group * S + rows.position - 1, groups * S)
+    if rows.order is not None:
+        slot[rows.order] = slot.copy()
+    return slot
+
+
+def _slot_columns(table: pa.Table, slot: np.ndarray, groups: int) -> dict[str, pa.Array]:
+    """Every per-position column as [groups, 20] fixed-size lists, zero past each session's rows."""
+    columns = {}
+    for column in SEQUENCE_COLUMNS:
+        source = table.column(column.source)
+        slot_type = STAGED_SCHEMA.field(column.name).type.value_type
+        if pa.types.is_dictionary(slot_type):
+            try:
+                values, dictionary = _codes(source, slot_type.index_type)
+            except ValueError as error:
+                raise readers.RawInputError(f"column {column.source}: {error}; is this an MSSD log file?") from None
+            flat = np.zeros(groups * S + 1, dtype=values.dtype)
+            flat[slot] = values
+            array = pa.DictionaryArray.from_arrays(pa.array(flat[: groups * S]), dictionary)
+        else:
+            flat = np.zeros(groups * S + 1, dtype=slot_type.to_pandas_dtype())
+            flat[slot] = _values(source, flat.dtype)
+            array = pa.array(flat[: groups * S], slot_type)
+        columns[column.name] = fixed_list(array)
+    return columns
+
+
+def _sessionize(table: pa.Table, ids: pa.Array, line: np.ndarray, rule: SplitRule, file: int,
+                fill_missing: bool) -> pa.Table:
+    rows = _order_rows(ids, _ints(table.column("session_position")))
+    verdict = _judge(rows, rows.take(_ints(table.column("session_length"))), _null_rows(table, fill_missing))
+    groups = len(rows.starts)
+    keep = verdict.status == KEPT
+    first_row = rows.starts if rows.order is None else rows.order[rows.starts]  # each session's first position
+    hashes = stable_hash(rows.session_ids)
+    dates = table.column("date").combine_chunks().take(pa.array(first_row))
     split = np.full(groups, -1, dtype=np.int8)
     split[keep] = rule.assign(hashes[keep], dates.filter(pa.array(keep)))
-
-    columns = {
-        "session_id": session_ids,
-        "path": pa.DictionaryArray.from_arrays(pa.array(np.zeros(groups, np.int32)), pa.array([path], pa.string())),
-        "status": pa.array(status),
-        "reason": pa.array(reason),
-        "reordered": pa.array(reordered),
+    return pa.table({
+        "session_id": rows.session_ids,
+        "file": pa.array(np.full(groups, file, np.int32)),
+        "line": pa.array(np.minimum.reduceat(rows.take(line), rows.starts)),
+        "status": pa.array(verdict.status),
+        "reason": pa.array(verdict.reason),
+        "reordered": pa.array(rows.reordered),
         "hash": pa.array(hashes),
         "split": pa.array(split),
         "date": dates,
-        "length": pa.array(length_min.astype(np.int32)),
-        "rows": pa.array(size.astype(np.int32)),
-        "position_bits": pa.array(position_bits),
-    }
-    for column in SEQUENCE_COLUMNS:
-        source = table.column(column.source)
-        if column.name in STRING_SLOT_COLUMNS:
-            row_codes, dictionary = _dictionary_codes(source)
-            index_type = STAGED_SCHEMA.field(column.name).type.value_type.index_type
-            if len(dictionary) > np.iinfo(index_type.to_pandas_dtype()).max:
-                raise ValueError(
-                    f"{path}: column {column.source} has {len(dictionary):,} distinct values in one block; "
-                    "is this an MSSD log file?"
-                )
-            flat = _slots(take(row_codes)[in_slots], slot, groups, index_type.to_pandas_dtype())
-            values = pa.DictionaryArray.from_arrays(pa.array(flat), dictionary)
-        else:
-            numpy_type = column.dtype.to_pandas_dtype()
-            flat = _slots(take(_numpy(source, numpy_type))[in_slots], slot, groups, numpy_type)
-            values = pa.array(flat, column.dtype)
-        columns[column.name] = _fixed_list(values)
-    return pa.table(columns, schema=STAGED_SCHEMA)
+        "length": pa.array(verdict.length.astype(np.int32)),
+        "rows": pa.array(verdict.rows.astype(np.int32)),
+        "position_bits": pa.array(verdict.position_bits),
+        **_slot_columns(table, _row_slots(rows), groups),
+    }, schema=STAGED_SCHEMA)
+
+
+def _trailing_session_start(ids: pa.Array) -> int:
+    """Where the rows of the last session id of `ids` begin, if they are a contiguous tail (else len(ids))."""
+    n = len(ids)
+    last = ids[n - 1]
+    if not last.is_valid:
+        return n
+    tail = max(0, n - 4 * S)
+    same = pc.fill_null(pc.equal(ids.slice(tail), last), False).to_numpy(zero_copy_only=False)
+    if same.all():  # an implausibly long session: no carry-over (it is broken, and merged as fragments)
+        return n
+    return tail + int(np.flatnonzero(~same)[-1]) + 1
+
+
+def sessionize_file(path: Path, file: int, rule: SplitRule, fill_missing: bool = False,
+                    tables: Iterator[pa.Table] | None = None, chunk_rows: int = CHUNK_ROWS) -> Iterator[pa.Table]:
+    """One log file -> staged blocks of about `chunk_rows` rows; a session is only cut at the file's end.
+
+    `tables`: the file's rows if already being read (default ``readers.iter_log_tables(path)``).
+    Raises readers.RawInputError (file and line) for rows that cannot be read.
+    """
+    pending: list[pa.Table] = []
+    pending_rows = first_line = 0
+    for table in tables if tables is not None else readers.iter_log_tables(path):
+        pending.append(table)
+        pending_rows += table.num_rows
+        if pending_rows < chunk_rows:
+            continue
+        chunk = pa.concat_tables(pending)
+        cut = _trailing_session_start(chunk.column("session_id").combine_chunks())
+        yield _sessionize_chunk(chunk.slice(0, cut), path, rule, file, first_line, fill_missing)
+        pending, pending_rows, first_line = [chunk.slice(cut)], chunk.num_rows - cut, first_line + cut
+    if pending_rows:
+        yield _sessionize_chunk(pa.concat_tables(pending), path, rule, file, first_line, fill_missing)
+
+
+def _sessionize_chunk(chunk: pa.Table, path: Path, rule: SplitRule, file: int, first_line: int,
+                      fill_missing: bool) -> pa.Table:
+    try:
+        return sessionize_table(chunk, rule, file, first_line, fill_missing)
+    except readers.RawInputError as error:
+        raise readers.RawInputError(f"{path}: {error}") from None
+
+
+def sessionize_files(batch: pa.Table, paths: Sequence[str], rule: SplitRule) -> Iterator[pa.Table]:
+    """Ray Data task: the log files whose indices are in ``batch['file']`` -> staged blocks."""
+    for file in batch.column("file").to_pylist():
+        yield from sessionize_file(Path(paths[file]), file, rule)
 
 
 # ---------------------------------------------------------------------------
-# fragments -> whole sessions (driver)
+# Fragments -> whole sessions (driver)
 # ---------------------------------------------------------------------------
-
-
-def _slot_matrix(table: pa.Table, name: str) -> np.ndarray:
-    column = table.column(name).combine_chunks()
-    values = column.flatten()
-    if pa.types.is_dictionary(values.type):
-        values = values.dictionary_decode()
-    return np.asarray(values.to_numpy(zero_copy_only=False)).reshape(len(column), S)
 
 
 @dataclass
 class MergeResult:
     merged: pa.Table  # staged records (status KEPT) of sessions completed from fragments
     dropped: dict  # reason -> {"sessions": n, "rows": n}
-    examples: dict  # reason -> [{"session_id", "files"}]
+    examples: dict  # reason -> [(file, line, session_id, files)]
     sessions: int  # distinct session ids among the fragments
-    rows: int
     split_across_files: int
-    split_across_files_examples: list
+    split_across_files_examples: list  # [(file, line, session_id, files)]
+
+
+def _decoded_slots(column: pa.ChunkedArray) -> pa.Array:
+    """A fixed-list column's values as one flat array, dictionary columns decoded (blocks differ in dictionaries)."""
+    parts = []
+    for chunk in column.chunks:
+        values = chunk.flatten()
+        parts.append(values.dictionary_decode() if pa.types.is_dictionary(values.type) else values)
+    return pa.concat_arrays(parts) if parts else pa.array([], column.type.value_type)
+
+
+def _fragment_reason(flags: np.ndarray, bits: np.ndarray, rows: np.ndarray, length: np.ndarray) -> np.ndarray:
+    """Drop-reason code per merged id, -1 where the fragments make a whole session."""
+    complete = (bits == (np.left_shift(1, np.clip(length, 0, S)) - 1)) & (rows == length)
+    in_range = (length >= MIN_SESSION_LENGTH) & (length <= MAX_SESSION_LENGTH)
+    checks = [
+        (flags & FLAG_NULL != 0, "missing_values"),
+        (flags & FLAG_INCONSISTENT != 0, "inconsistent_length"),
+        ((flags & FLAG_LENGTH != 0) | ~in_range, "length_out_of_range"),
+        (flags & FLAG_POSITION != 0, "position_out_of_range"),
+        (flags & FLAG_DUPLICATE != 0, "duplicate_positions"),
+        (~complete, "missing_positions"),
+    ]
+    reason = np.full(len(flags), -1, dtype=np.int8)
+    for hit, name in reversed(checks):  # the first check that applies wins
+        reason[hit] = REASON_CODE[name]
+    return reason
 
 
 def merge_fragments(fragments: pa.Table, rule: SplitRule) -> MergeResult:
     """Bring every fragment of a session id together: a whole session or a counted drop."""
-    result = MergeResult(empty_staged(), {}, {}, 0, 0, 0, [])
+    result = MergeResult(empty_staged(), {}, {}, 0, 0, [])
     if fragments.num_rows == 0:
         return result
-    ids = fragments.column("session_id").to_pylist()
-    by_id: dict[str, list[int]] = {}
-    for i, session_id in enumerate(ids):
-        by_id.setdefault(session_id, []).append(i)
-    paths = fragments.column("path").to_pylist()
-    flags = fragments.column("reason").to_numpy()
-    lengths = fragments.column("length").to_numpy()
-    rows = fragments.column("rows").to_numpy()
-    bits = fragments.column("position_bits").to_numpy()
-    dates = fragments.column("date").to_pylist()
-    slots = {c.name: _slot_matrix(fragments, c.name) for c in SEQUENCE_COLUMNS}
-    merged: dict[str, list] = {name: [] for name in STAGED_SCHEMA.names}
-    result.sessions = len(by_id)
-    for session_id, index in by_id.items():
-        files = sorted({paths[i] for i in index})
-        total_rows = int(rows[index].sum())
-        result.rows += total_rows
-        if len(files) > 1:
-            result.split_across_files += 1
-            if len(result.split_across_files_examples) < EXAMPLES_PER_REASON:
-                result.split_across_files_examples.append({"session_id": session_id, "files": files})
-        flag = int(np.bitwise_or.reduce(flags[index]))
-        seen = 0
-        for i in index:
-            if seen & int(bits[i]):
-                flag |= FLAG_DUPLICATE
-            seen |= int(bits[i])
-        length = int(lengths[index[0]])
-        if len(set(lengths[index].tolist())) > 1:
-            flag |= FLAG_INCONSISTENT
-        reason = _fragment_reason(flag, seen, total_rows, length)
-        if reason:
-            entry = result.dropped.setdefault(reason, {"sessions": 0, "rows": 0})
-            entry["sessions"] += 1
-            entry["rows"] += total_rows
-            examples = result.examples.setdefault(reason, [])
-            if len(examples) < EXAMPLES_PER_REASON:
-                examples.append({"session_id": session_id, "files": files})
-            continue
-        owner = np.zeros(S, dtype=np.int64)  # which fragment holds each position
-        for i in index:
-            for p in range(S):
-                if int(bits[i]) >> p & 1:
-                    owner[p] = i
-        merged["session_id"].append(session_id)
-        merged["path"].append(files[0])
-        merged["status"].append(KEPT)
-        merged["reason"].append(0)
-        merged["reordered"].append(False)
-        merged["date"].append(dates[owner[0]])
-        merged["length"].append(length)
-        merged["rows"].append(total_rows)
-        merged["position_bits"].append(seen)
-        for column in SEQUENCE_COLUMNS:
-            values = slots[column.name][owner, np.arange(S)]
-            if column.name in STRING_SLOT_COLUMNS:
-                values = [v if p < length else values[0] for p, v in enumerate(values.tolist())]
-            merged[column.name].append(values)
-    if merged["session_id"]:
-        hashes = stable_hash(merged["session_id"])
-        merged["hash"] = hashes
-        merged["split"] = rule.assign(hashes, pa.array(merged["date"], pa.string()))
-        result.merged = _staged_from_lists(merged)
+    encoded = pc.dictionary_encode(fragments.column("session_id").combine_chunks())
+    ids = encoded.dictionary
+    # fragments of one id next to each other, in file and line order
+    file_line = fragments.column("file").to_numpy().astype(np.int64), fragments.column("line").to_numpy()
+    order = np.lexsort((file_line[1], file_line[0], encoded.indices.to_numpy()))
+    fragments = fragments.take(pa.array(order))
+    gid = encoded.indices.to_numpy()[order].astype(np.int64)
+    starts = np.flatnonzero(np.r_[True, gid[1:] != gid[:-1]])
+    groups = len(starts)
+    result.sessions = groups
+
+    files = fragments.column("file").to_numpy().astype(np.int64)
+    lines = fragments.column("line").to_numpy()
+    bits = fragments.column("position_bits").to_numpy().astype(np.int64)
+    lengths = fragments.column("length").to_numpy().astype(np.int64)
+    rows = np.add.reduceat(fragments.column("rows").to_numpy().astype(np.int64), starts)
+    merged_bits = np.bitwise_or.reduceat(bits, starts)
+    overlap = np.add.reduceat(np.bitwise_count(bits), starts) != np.bitwise_count(merged_bits)
+    flags = np.bitwise_or.reduceat(fragments.column("reason").to_numpy().astype(np.int64), starts)
+    flags |= np.where(overlap, FLAG_DUPLICATE, 0)
+    length = lengths[starts]
+    flags |= np.where(np.minimum.reduceat(lengths, starts) != np.maximum.reduceat(lengths, starts), FLAG_INCONSISTENT, 0)
+    reason = _fragment_reason(flags, merged_bits, rows, length)
+
+    session_ids = ids.take(pa.array(gid[starts]))
+    first_file, first_line = files[starts], lines[starts]
+    many_files = np.maximum.reduceat(files, starts) != np.minimum.reduceat(files, starts)
+    file_lists = _file_lists(files, starts)
+    result.split_across_files = int(many_files.sum())
+    result.split_across_files_examples = [
+        (int(first_file[g]), int(first_line[g]), session_ids[g].as_py(), file_lists[g])
+        for g in np.flatnonzero(many_files)[:EXAMPLES_PER_REASON]
+    ]
+    for code in np.unique(reason[reason >= 0]):
+        hit = np.flatnonzero(reason == code)
+        name = DROP_REASONS[code]
+        result.dropped[name] = {"sessions": len(hit), "rows": int(rows[hit].sum())}
+        result.examples[name] = [(int(first_file[g]), int(first_line[g]), session_ids[g].as_py(), file_lists[g])
+                                 for g in hit[:EXAMPLES_PER_REASON]]
+    whole = np.flatnonzero(reason < 0)
+    if len(whole):
+        result.merged = _merged_records(fragments, gid, starts, whole, session_ids, length, rows, merged_bits, rule)
     return result
 
 
-def _fragment_reason(flag: int, bits: int, rows: int, length: int) -> str | None:
-    if flag & FLAG_NULL:
-        return "missing_values"
-    if flag & FLAG_INCONSISTENT:
-        return "inconsistent_length"
-    if flag & FLAG_LENGTH or not MIN_SESSION_LENGTH <= length <= MAX_SESSION_LENGTH:
-        return "length_out_of_range"
-    if flag & FLAG_POSITION:
-        return "position_out_of_range"
-    if flag & FLAG_DUPLICATE:
-        return "duplicate_positions"
-    if bits != (1 << length) - 1 or rows != length:
-        return "missing_positions"
-    return None
+def _file_lists(files: np.ndarray, starts: np.ndarray) -> list[list[int]]:
+    return [sorted(set(part.tolist())) for part in np.split(files, starts[1:])]
 
 
-def _staged_from_lists(columns: dict[str, list]) -> pa.Table:
-    arrays = {}
-    for field in STAGED_SCHEMA:
-        values = columns[field.name]
-        if pa.types.is_fixed_size_list(field.type):
-            flat = np.concatenate([np.asarray(v) for v in values])
-            inner = field.type.value_type
-            if pa.types.is_dictionary(inner):
-                encoded = pc.dictionary_encode(pa.array(flat.tolist(), pa.string()))
-                array = pa.DictionaryArray.from_arrays(encoded.indices.cast(inner.index_type), encoded.dictionary)
-            else:
-                array = pa.array(flat, inner)
-            arrays[field.name] = _fixed_list(array)
+def _merged_records(fragments: pa.Table, gid: np.ndarray, starts: np.ndarray, whole: np.ndarray,
+                    session_ids: pa.Array, length: np.ndarray, rows: np.ndarray, bits: np.ndarray,
+                    rule: SplitRule) -> pa.Table:
+    """Staged records of the ids whose fragments make whole sessions (padding slots 0)."""
+    group_of = np.repeat(np.arange(len(starts)), np.diff(np.r_[starts, len(gid)]))
+    new_row = np.full(len(starts), -1, dtype=np.int64)
+    new_row[whole] = np.arange(len(whole))
+    fragment_bits = fragments.column("position_bits").to_numpy().astype(np.int64)
+    present = (fragment_bits[:, None] >> np.arange(S)[None, :]) & 1 == 1  # [F, 20]
+    target = new_row[group_of]
+    present &= (target >= 0)[:, None]
+    source = np.flatnonzero(present.reshape(-1))  # fragment slots that hold a position of a whole session
+    destination = target[source // S] * S + source % S
+    gather = np.full(len(whole) * S, -1, dtype=np.int64)  # merged slot -> fragment slot (-1: padding)
+    gather[destination] = source
+    padding = gather < 0
+    take = pa.array(np.where(padding, 0, gather))
+    owner_of_first = gather[np.arange(len(whole)) * S]  # the fragment holding position 1 gives the date
+    dates = fragments.column("date").combine_chunks().take(pa.array(owner_of_first // S))
+
+    hashes = stable_hash(session_ids.take(pa.array(whole)))
+    columns = {
+        "session_id": session_ids.take(pa.array(whole)),
+        "file": pa.array(fragments.column("file").to_numpy()[starts[whole]].astype(np.int32)),
+        "line": pa.array(fragments.column("line").to_numpy()[starts[whole]]),
+        "status": pa.array(np.full(len(whole), KEPT, np.int8)),
+        "reason": pa.array(np.zeros(len(whole), np.int8)),
+        "reordered": pa.array(np.zeros(len(whole), bool)),
+        "hash": pa.array(hashes),
+        "split": pa.array(rule.assign(hashes, dates)),
+        "date": dates,
+        "length": pa.array(length[whole].astype(np.int32)),
+        "rows": pa.array(rows[whole].astype(np.int32)),
+        "position_bits": pa.array(bits[whole].astype(np.int32)),
+    }
+    for column in SEQUENCE_COLUMNS:
+        slot_type = STAGED_SCHEMA.field(column.name).type.value_type
+        values = _decoded_slots(fragments.column(column.name)).take(take)
+        if pa.types.is_dictionary(slot_type):
+            encoded = pc.dictionary_encode(values)
+            array = pa.DictionaryArray.from_arrays(encoded.indices.cast(slot_type.index_type), encoded.dictionary)
         else:
-            plain = pa.types.is_string(field.type) or pa.types.is_dictionary(field.type)
-            arrays[field.name] = pa.array(values if plain else np.asarray(values), field.type)
-    return pa.table(arrays, schema=STAGED_SCHEMA)
+            array = pa.array(np.where(padding, 0, values.to_numpy(zero_copy_only=False)).astype(
+                slot_type.to_pandas_dtype()), slot_type)
+        columns[column.name] = fixed_list(array)
+    return pa.table(columns, schema=STAGED_SCHEMA)
 
 
 # ---------------------------------------------------------------------------
-# 2. summarize
+# 2. count
 # ---------------------------------------------------------------------------
 
 
-def _kept_slot_codes(table: pa.Table, name: str) -> tuple[np.ndarray, pa.Array]:
-    """Dictionary codes [N, 20] of a string slot column (one chunk) and its dictionary."""
-    column = table.column(name).combine_chunks()
-    values = column.flatten()
-    if isinstance(values, pa.ChunkedArray):
-        values = values.combine_chunks()
-    if not pa.types.is_dictionary(values.type):
-        values = pc.dictionary_encode(values)
-    return _numpy(values.indices, np.int64).reshape(len(column), S), values.dictionary
+PLAYS_SCHEMA = pa.schema([("track_id", pa.string()), *[(name, pa.int64()) for name in SPLITS]])
 
 
-def summarize_block(table: pa.Table) -> pa.Table:
-    """A staged block -> one row holding its counts (pickled; the driver adds them up)."""
+@dataclass
+class BlockCounts:
+    """What one staged block adds to the run's totals (see manifest.Totals)."""
+
+    rows: int = 0
+    kept_hashes: np.ndarray = field(default_factory=lambda: np.zeros(0, np.uint64))
+    kept_lengths: np.ndarray = field(default_factory=lambda: np.zeros(0, np.int8))
+    kept_splits: np.ndarray = field(default_factory=lambda: np.zeros(0, np.int8))
+    reordered: int = 0
+    plays: pa.Table | None = None  # PLAYS_SCHEMA: plays per track in each split
+    categories: dict = field(default_factory=dict)  # column -> {value: count}
+    dropped: dict = field(default_factory=dict)  # reason -> {"sessions", "rows"}
+    examples: dict = field(default_factory=dict)  # reason -> [(file, line, session_id, [file])]
+    fragments: pa.Table | None = None
+
+
+def slot_codes(column: pa.ChunkedArray) -> tuple[np.ndarray, pa.Array]:
+    """Dictionary codes [N, 20] of a dictionary slot column, and the dictionary they index.
+
+    A block that Ray Data (or a caller) put together from several tables has
+    one dictionary per chunk: their codes are offset into the dictionaries
+    laid end to end, which may then hold a value more than once.
+    """
+    codes, dictionaries, offset = [], [], 0
+    for chunk in column.chunks:
+        values = chunk.flatten()
+        codes.append(values.indices.to_numpy(zero_copy_only=False).astype(np.int64) + offset)
+        dictionaries.append(values.dictionary)
+        offset += len(values.dictionary)
+    if not codes:
+        return np.zeros((0, S), np.int64), pa.array([], pa.string())
+    joined = codes[0] if len(codes) == 1 else np.concatenate(codes)
+    return joined.reshape(-1, S), dictionaries[0] if len(dictionaries) == 1 else pa.concat_arrays(dictionaries)
+
+
+def count_block(table: pa.Table) -> BlockCounts:
+    """A staged block -> the counts the driver adds up (kept sessions' plays and values, drops, fragments)."""
     status = table.column("status").to_numpy()
-    summary: dict = {"rows": int(pc.sum(table.column("rows")).as_py() or 0)}
+    counts = BlockCounts(rows=int(pc.sum(table.column("rows")).as_py() or 0))
     kept = table.filter(pa.array(status == KEPT))
     length = kept.column("length").to_numpy()
     split = kept.column("split").to_numpy()
     valid = np.arange(S)[None, :] < length[:, None]
-    summary["kept_hashes"] = kept.column("hash").to_numpy()
-    summary["kept_lengths"] = length.astype(np.int32)
-    summary["kept_splits"] = split
-    summary["reordered"] = int(pc.sum(kept.column("reordered")).as_py() or 0)
-    track_codes, track_dictionary = _kept_slot_codes(kept, "tracks")
-    plays = []
-    for index, name in enumerate(SPLITS):
-        counts = np.bincount(track_codes[valid & (split == index)[:, None]], minlength=len(track_dictionary))
-        present = np.flatnonzero(counts)
-        plays.append(pa.table({
-            "split": pa.array(np.full(len(present), index, np.int8)),
-            "track_id": track_dictionary.take(pa.array(present)),
-            "count": pa.array(counts[present].astype(np.int64)),
-        }))
-    summary["plays"] = pa.concat_tables(plays)
-    summary["categories"] = {}
-    for name in CATEGORICAL_SEQUENCE_COLUMNS:
-        codes, dictionary = _kept_slot_codes(kept, name)
-        counts = np.bincount(codes[valid], minlength=len(dictionary))
-        summary["categories"][name] = {
-            value: int(c) for value, c in zip(dictionary.to_pylist(), counts.tolist()) if c
-        }
+    counts.kept_hashes = kept.column("hash").to_numpy()
+    counts.kept_lengths = length.astype(np.int8)
+    counts.kept_splits = split
+    counts.reordered = int(pc.sum(kept.column("reordered")).as_py() or 0)
+    if kept.num_rows:
+        codes, dictionary = slot_codes(kept.column("tracks"))
+        per_split = [np.bincount(codes[valid & (split == index)[:, None]], minlength=len(dictionary))
+                     for index in range(len(SPLITS))]
+        present = pa.array(np.flatnonzero(np.logical_or.reduce([c > 0 for c in per_split])))
+        counts.plays = pa.table([dictionary.take(present), *[pa.array(c).take(present) for c in per_split]],
+                                schema=PLAYS_SCHEMA)
+        for name in CATEGORICAL_SEQUENCE_COLUMNS:
+            codes, dictionary = slot_codes(kept.column(name))
+            per_value = np.bincount(codes[valid], minlength=len(dictionary))
+            values: dict[str, int] = {}
+            for value, count in zip(dictionary.to_pylist(), per_value.tolist()):
+                if count:
+                    values[value] = values.get(value, 0) + count
+            counts.categories[name] = values
     dropped = table.filter(pa.array(status == DROPPED))
-    summary["dropped"] = {}
-    summary["examples"] = {}
-    for session_id, path, reason, rows in zip(
-        dropped.column("session_id").to_pylist(), dropped.column("path").to_pylist(),
-        dropped.column("reason").to_pylist(), dropped.column("rows").to_pylist(),
-    ):
-        name = DROP_REASONS[reason]
-        entry = summary["dropped"].setdefault(name, {"sessions": 0, "rows": 0})
-        entry["sessions"] += session_id is not None
-        entry["rows"] += rows
-        examples = summary["examples"].setdefault(name, [])
-        if len(examples) < EXAMPLES_PER_REASON:
-            examples.append({"session_id": session_id, "files": [path]})
-    summary["fragments"] = table.filter(pa.array(status == FRAGMENT))
-    return pa.table({"summary": pa.array([pickle.dumps(summary)], pa.binary())})
+    if dropped.num_rows:
+        reasons = dropped.column("reason").to_numpy()
+        rows = dropped.column("rows").to_numpy().astype(np.int64)
+        has_id = dropped.column("session_id").is_valid().to_numpy(zero_copy_only=False)
+        for code in np.unique(reasons):
+            hit = np.flatnonzero(reasons == code)
+            name = DROP_REASONS[code]
+            counts.dropped[name] = {"sessions": int(has_id[hit].sum()), "rows": int(rows[hit].sum())}
+            sample = dropped.take(pa.array(hit[:EXAMPLES_PER_REASON]))
+            counts.examples[name] = [(f, l, s, [f]) for f, l, s in zip(sample.column("file").to_pylist(),
+                                                                        sample.column("line").to_pylist(),
+                                                                        sample.column("session_id").to_pylist())]
+    counts.fragments = _compact(table.filter(pa.array(status == FRAGMENT)))
+    return counts
 
 
-# ---------------------------------------------------------------------------
-# 3. encode
-# ---------------------------------------------------------------------------
+def _compact(records: pa.Table) -> pa.Table:
+    """A few records with dictionaries of their own size (a filtered block keeps the whole block's dictionaries)."""
+    columns = []
+    for name, kind in zip(records.schema.names, records.schema.types):
+        column = records.column(name)
+        if pa.types.is_fixed_size_list(kind) and pa.types.is_dictionary(kind.value_type):
+            encoded = pc.dictionary_encode(_decoded_slots(column))
+            index_type = kind.value_type.index_type
+            column = fixed_list(pa.DictionaryArray.from_arrays(encoded.indices.cast(index_type), encoded.dictionary))
+        elif pa.types.is_dictionary(kind):
+            column = pc.dictionary_encode(column.cast(kind.value_type)).cast(kind)
+        columns.append(column)
+    return pa.table(columns, schema=records.schema)
 
 
-def _map_dictionary(column: pa.ChunkedArray, value_set: pa.Array, offset: int, missing: int) -> np.ndarray:
-    """String slots -> int codes: index in `value_set` + offset, `missing` when absent. [N, 20]"""
-    codes, dictionary = _kept_slot_codes(pa.table({"c": column}), "c")
-    found = pc.index_in(dictionary, value_set=value_set)
-    lookup = np.where(_numpy(pc.is_valid(found), bool), _numpy(found, np.int64) + offset, missing)
-    return lookup[codes] if len(lookup) else np.zeros_like(codes)
-
-
-def encode_block(
-    table: pa.Table, vocab_track_ids: pa.Array, categories: dict[str, list[str]], drop_hashes: np.ndarray
-) -> pa.Table:
-    """Kept staged records -> prepared sessions (vocabulary ids, category codes) plus ``split``.
-
-    `vocab_track_ids`: the vocabulary's track ids in id order, from FIRST_TRACK_ID on.
-    """
-    keep = table.column("status").to_numpy() == KEPT
-    if len(drop_hashes):
-        keep &= ~np.isin(table.column("hash").to_numpy(), drop_hashes)
-    table = table.filter(pa.array(keep))
-    length = table.column("length").to_numpy()
-    padding = np.arange(S)[None, :] >= length[:, None]
-    columns = {
-        "session_id": table.column("session_id"),
-        "date": table.column("date"),
-        "length": pa.array(length.astype(np.int8)),
-    }
-    for column in SEQUENCE_COLUMNS:
-        if column.name == "tracks":
-            values = _map_dictionary(table.column("tracks"), vocab_track_ids, FIRST_TRACK_ID, UNK_ID)
-        elif column.name in CATEGORICAL_SEQUENCE_COLUMNS:
-            values = _map_dictionary(table.column(column.name), pa.array(categories[column.name]), 0, 0)
-        else:
-            # Already the final type, zero past `length` (slots start as zeros): pass through, no copy.
-            columns[column.name] = table.column(column.name)
-            continue
-        values = np.where(padding, PAD_ID, values).astype(column.dtype.to_pandas_dtype())
-        columns[column.name] = _fixed_list(pa.array(values.reshape(-1), column.dtype))
-    out = pa.table(columns, schema=PREPARED_SESSION_SCHEMA)
-    split_names = np.asarray(SPLITS, dtype=object)[table.column("split").to_numpy()]
-    return out.append_column("split", pa.array(split_names, pa.string()))
+def count_blocks(table: pa.Table) -> pa.Table:
+    """Ray Data task: a staged block -> one row holding its pickled BlockCounts."""
+    return pa.table({"counts": pa.array([pickle.dumps(count_block(table))], pa.binary())})

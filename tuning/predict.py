@@ -4,7 +4,7 @@
 
 Reads raw session logs (``log_*.csv[.gz]`` / ``.parquet`` files, or a folder of
 them) in the 21-column MSSD format, turns rows into sessions with the same code
-as ``data_pipeline.prepare`` (``data_pipeline.sessions``), and encodes them with
+as ``data_pipeline.prepare`` (``data_pipeline.encoding.sessions_from_raw``), and encodes them with
 the checkpoint's own vocabulary and categories: tracks the model never saw
 become ``<unk>``. Each session is cut into halves by the protocol (the
 checkpoint's by default) and the model predicts the second half.
@@ -32,75 +32,13 @@ from pathlib import Path
 
 import numpy as np
 import pyarrow as pa
-import pyarrow.compute as pc
 import pyarrow.csv as pacsv
 import pyarrow.parquet as pq
 
-from data_pipeline import readers
 from data_pipeline.dataset import PROTOCOLS, iter_numpy_batches, split_halves, table_to_batch
-from data_pipeline.schema import FIRST_TRACK_ID, LOG_COLUMNS, UNK_ID, SchemaError
-from data_pipeline.sessions import DROP_REASONS, DROPPED, FRAGMENT, KEPT, SplitRule, encode_block, merge_fragments, sessionize_block
+from data_pipeline.encoding import sessions_from_raw
+from data_pipeline.schema import FIRST_TRACK_ID, UNK_ID, SchemaError
 from models.metrics import evaluate_predictions
-
-# Columns that identify a row; every other column may be empty in new data.
-KEY_COLUMNS = ("session_id", "session_position", "session_length", "track_id_clean", "date")
-
-
-def find_log_files(raw: list[Path]) -> list[Path]:
-    """The log files named, or found in the folders named (log_*.csv[.gz] / .parquet)."""
-    files: list[Path] = []
-    for path in raw:
-        if path.is_dir():
-            files.extend(readers.find_raw_files(path).logs)
-        elif path.is_file():
-            files.append(path)
-        else:
-            raise FileNotFoundError(f"{path}: no such file or folder of MSSD session logs")
-    return files
-
-
-def read_logs(files: list[Path]) -> tuple[list[pa.Table], int]:
-    """Each file's rows with the schema's types plus ``path``, and how many label cells were empty."""
-    readers.validate_raw_files(readers.RawFiles(tuple(files), ()))
-    tables, empty_labels = [], 0
-    for path in files:
-        if path.name.endswith(readers.PARQUET_SUFFIXES):
-            table = pq.read_table(path)
-        else:
-            table = pacsv.read_csv(path, read_options=readers.csv_read_options(), convert_options=readers.log_convert_options())
-        table = table.select(list(LOG_COLUMNS))
-        empty_labels += table.column("skip_2").null_count
-        filled = []
-        for name in table.column_names:
-            column = table.column(name)
-            if name not in KEY_COLUMNS and column.null_count:
-                column = pc.fill_null(column, "" if pa.types.is_string(column.type) else pa.scalar(0).cast(column.type))
-            filled.append(column)
-        table = pa.table(filled, names=table.column_names)
-        tables.append(table.append_column("path", pa.array([str(path)] * table.num_rows, pa.string())))
-    return tables, empty_labels
-
-
-def sessions_from_logs(tables: list[pa.Table], vocab_track_ids: pa.Array, categories: dict) -> tuple[pa.Table, dict]:
-    """Raw rows (one table per file) -> prepared sessions encoded with the given vocabulary; drops by reason.
-
-    The same steps as ``data_pipeline.prepare`` without Ray: sessionise each
-    file, merge sessions cut across files, encode.
-    """
-    rule = SplitRule()
-    staged = pa.concat_tables([sessionize_block(table, rule) for table in tables])
-    status = staged.column("status").to_numpy()
-    dropped = {}
-    for code in staged.filter(pa.array(status == DROPPED)).column("reason").to_pylist():
-        dropped[DROP_REASONS[code]] = dropped.get(DROP_REASONS[code], 0) + 1
-    merge = merge_fragments(staged.filter(pa.array(status == FRAGMENT)), rule)
-    for reason, entry in merge.dropped.items():
-        dropped[reason] = dropped.get(reason, 0) + entry["sessions"]
-    kept = staged.filter(pa.array(status == KEPT))
-    if merge.merged.num_rows:
-        kept = pa.concat_tables([kept, merge.merged])
-    encoded = encode_block(kept, vocab_track_ids, categories, np.zeros(0, np.uint64))
-    return encoded.drop_columns(["split"]), dropped
 
 
 def write_predictions(path: Path, session_ids, n_in, n_out, pred: np.ndarray, mask: np.ndarray, task: str,
@@ -142,9 +80,8 @@ def predict(checkpoint: Path, raw: list[Path], out: Path, protocol: str | None =
     vocab = pq.read_table(Path(checkpoint) / "vocab.parquet").column("track_id").combine_chunks()
     categories = json.loads((Path(checkpoint) / "categories.json").read_text())
 
-    files = find_log_files(raw)
-    tables, empty_labels = read_logs(files)
-    sessions, dropped = sessions_from_logs(tables, vocab.slice(FIRST_TRACK_ID), categories)
+    new = sessions_from_raw(raw, vocab.slice(FIRST_TRACK_ID), categories)
+    sessions = new.sessions
     everything = table_to_batch(sessions)
     lengths = everything["length"].astype(np.int64)
     played = np.arange(everything["tracks"].shape[1])[None, :] < lengths[:, None]
@@ -154,16 +91,16 @@ def predict(checkpoint: Path, raw: list[Path], out: Path, protocol: str | None =
     write_predictions(out, batch.get("session_id", np.zeros(0, str)), batch["n_in"], batch["n_out"], run["pred"],
                       run["mask"], trainer.task, np.asarray(vocab.to_pylist(), dtype=object))
     result = {
-        "files": len(files),
-        "rows": sum(t.num_rows for t in tables),
+        "files": len(new.files),
+        "rows": new.rows,
         "sessions": sessions.num_rows,
         "predicted": int(len(batch["length"])),
         "left_out_by_protocol": int(sessions.num_rows - len(batch["length"])),
-        "dropped": dropped,
+        "dropped": new.dropped,
         "unknown_tracks": unknown,
         "plays": int(lengths.sum()),
         "protocol": protocol,
-        "labels_present": empty_labels == 0 or trainer.task == "seq",
+        "labels_present": new.empty_label_cells == 0 or trainer.task == "seq",
     }
     if result["labels_present"] and len(batch["length"]):
         result["metrics"] = evaluate_predictions(run["pred"], run["truth"], run["mask"], loss=run["loss"], top=run.get("top"))

@@ -30,6 +30,7 @@ def _good_raw(tmp_path: Path) -> Path:
     raw = tmp_path / "raw"
     raw.mkdir()
     write_log(raw / "log_0.csv", session_rows("s_good", 10))
+    write_features(raw / "tf_0.csv", [feature_row(f"t_{i}", i) for i in range(1, 11)])
     return raw
 
 
@@ -192,7 +193,7 @@ def test_extra_column_is_an_error_naming_it(tmp_path):
     for row in rows:
         row["user_id"] = "u1"
     write_log(raw / "log_0.csv", rows, header=[*HEADER, "user_id"])
-    with pytest.raises(SchemaError, match=r"log_0\.csv: .*unexpected column\(s\) user_id"):
+    with pytest.raises(SchemaError, match=r"log_0\.csv: .*unexpected column\(s\) 'user_id'"):
         _prepare(raw, tmp_path / "out")
 
 

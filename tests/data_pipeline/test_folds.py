@@ -8,7 +8,7 @@ import pytest
 
 from data_pipeline.prepare import PrepareOptions
 from data_pipeline.schema import SchemaError
-from data_pipeline.sessions import SplitRule, stable_hash
+from data_pipeline.splits import SplitRule, stable_hash
 
 
 @pytest.fixture(scope="module")

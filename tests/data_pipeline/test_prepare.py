@@ -12,6 +12,7 @@ import pytest
 
 from data_pipeline.dataset import open_prepared
 from data_pipeline.prepare import PrepareOptions, build_parser, prepare
+from data_pipeline.sessions import DROP_REASONS
 from data_pipeline.schema import (
     FIRST_TRACK_ID,
     MODE_VALUES,
@@ -162,8 +163,11 @@ def test_parquet_raw_gives_the_same_sessions_as_csv(synthetic_raw, synthetic_pre
 
 def test_cli_help_lists_every_option():
     text = build_parser().format_help()
-    for flag in ("--raw", "--out", "--min-count", "--top-k", "--val-fraction", "--test-fraction", "--test-dates", "--address"):
+    for flag in ("--raw", "--out", "--min-count", "--top-k", "--val-fraction", "--test-fraction", "--test-dates", "--address",
+                 "--fold", "--quiet", "--verbose"):
         assert flag in text
+    for reason in DROP_REASONS:
+        assert reason in text
 
 
 # ---------------------------------------------------------------------------
@@ -201,3 +205,16 @@ def test_copy_last_skip_scores_053_on_the_real_sample_under_the_challenge_protoc
     prediction = np.repeat(last_skip[:, None], batch["out_skip_2"].shape[1], axis=1)
     maa = mean_average_accuracy(prediction, batch["out_skip_2"], batch["out_mask"])
     assert maa == pytest.approx(0.53, abs=0.01)
+
+
+def test_only_the_shards_the_write_tasks_reported_are_kept_and_named_in_order(tmp_path):
+    from data_pipeline.prepare import _name_shards
+
+    train = tmp_path / "sessions" / "train"
+    train.mkdir(parents=True)
+    reported = [train / "000001-000000000000-aaaa.parquet", train / "000000-000000000000-bbbb.parquet"]
+    for path in reported + [train / "000000-000000000000-cccc.parquet"]:  # the last: a retried attempt's
+        path.write_text(path.name)
+    assert _name_shards(tmp_path / "sessions", [str(p) for p in reported]) == {"train": 2, "val": 0, "test": 0}
+    assert sorted(p.name for p in train.iterdir()) == ["part-00000.parquet", "part-00001.parquet"]
+    assert (train / "part-00000.parquet").read_text() == "000000-000000000000-bbbb.parquet"

@@ -37,7 +37,7 @@ def test_missing_log_column_is_named_with_the_file():
 
 
 def test_extra_track_feature_column_is_named_with_the_file():
-    with pytest.raises(SchemaError, match=r"tf_0\.csv: .*unexpected column\(s\) genre"):
+    with pytest.raises(SchemaError, match=r"tf_0\.csv: .*unexpected column\(s\) 'genre'"):
         validate_track_feature_columns("tf_0.csv", [*TRACK_FEATURE_COLUMNS, "genre"])
 
 
