@@ -96,6 +96,7 @@ class RawSessions:
     rows: int
     dropped: dict[str, int]  # sessions per drop reason
     empty_label_cells: int  # skip_2 cells left empty (hidden second halves)
+    unlabelled: frozenset[str]  # sessions with at least one empty skip_2 cell
 
 
 def sessions_from_raw(raw: Sequence[str | Path], vocab_track_ids: pa.Array, categories: dict[str, list[str]]) -> RawSessions:
@@ -111,12 +112,15 @@ def sessions_from_raw(raw: Sequence[str | Path], vocab_track_ids: pa.Array, cate
     """
     files = readers.find_raw_files(raw, test_halves=True)
     readers.check_headers(readers.RawFiles(files.logs, (), files.roots))
-    rule, empty_labels = SplitRule(), 0
+    rule, empty_labels, unlabelled = SplitRule(), 0, set()
 
     def counting_labels(path: Path) -> Iterator[pa.Table]:
         nonlocal empty_labels
         for table in readers.iter_log_tables(path):
+            missing = pc.is_null(table.column("skip_2"))
             empty_labels += table.column("skip_2").null_count
+            if empty_labels:
+                unlabelled.update(pc.filter(table.column("session_id"), missing).to_pylist())
             yield table
 
     blocks = pa.concat_tables([empty_staged()] + [
@@ -130,4 +134,4 @@ def sessions_from_raw(raw: Sequence[str | Path], vocab_track_ids: pa.Array, cate
         dropped[name] = dropped.get(name, 0) + entry["sessions"]
     kept = pa.concat_tables([blocks, merge.merged])
     encoded = encode_block(kept, vocab_track_ids, categories, np.zeros(0, np.uint64)).drop_columns(["split"])
-    return RawSessions(encoded, files.logs, counts.rows, dropped, empty_labels)
+    return RawSessions(encoded, files.logs, counts.rows, dropped, empty_labels, frozenset(unlabelled))

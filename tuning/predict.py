@@ -15,9 +15,10 @@ track ids as in the raw files, ``<unk>`` never predicted by a well-trained
 model), empty beyond ``n_out``. CSV or parquet by the ``--out`` extension.
 
 When the second half's labels are present (skip_2 for skip, track ids for
-seq), prints MAA and the other metrics. Rows whose skip / interaction columns
-are empty (as in the WSDM Cup's hidden second halves) are accepted: those
-cells are read as 0 / false, and no metrics are printed.
+seq), prints MAA and the other metrics over the sessions that have them. Rows
+whose skip / interaction columns are empty (as in the WSDM Cup's hidden second
+halves) are accepted: those cells are read as 0 / false, and a session with an
+empty skip_2 cell is predicted and counted, not scored.
 
 Every model family's checkpoints work (tuning.families restores them); a
 checkpoint holds no pickled objects, so loading one runs no code from it.
@@ -100,10 +101,18 @@ def predict(checkpoint: Path, raw: list[Path], out: Path, protocol: str | None =
         "unknown_tracks": unknown,
         "plays": int(lengths.sum()),
         "protocol": protocol,
-        "labels_present": new.empty_label_cells == 0 or trainer.task == "seq",
     }
-    if result["labels_present"] and len(batch["length"]):
-        result["metrics"] = evaluate_predictions(run["pred"], run["truth"], run["mask"], loss=run["loss"], top=run.get("top"))
+    # Sessions with an empty label cell (hidden second halves) are predicted, not scored; the others are.
+    scored = np.ones(len(batch["length"]), dtype=bool)
+    if trainer.task == "skip" and new.unlabelled:
+        scored = ~np.isin(batch["session_id"].astype(str), list(new.unlabelled))
+    result["unscored"] = int((~scored).sum())
+    if scored.any():
+        top = run.get("top")
+        result["metrics"] = evaluate_predictions(
+            run["pred"][scored], run["truth"][scored], run["mask"][scored],
+            loss=run["loss"] if scored.all() else None, top=top[scored] if top is not None else None,
+        )
     return result
 
 
@@ -135,15 +144,18 @@ def main(argv: list[str] | None = None) -> int:
           f"({result['left_out_by_protocol']:,} left out by it); {result['unknown_tracks']:,} of "
           f"{result['plays']:,} track plays unknown to the model")
     metrics = result.get("metrics")
+    if result["unscored"]:
+        print(f"{result['unscored']:,} sessions with an empty skip_2 cell (hidden labels) predicted but not scored")
     if metrics:
-        print(f"MAA {metrics['maa']:.4f}  first-position accuracy {metrics['first_accuracy']:.4f}  "
-              f"loss {metrics['loss']:.4f}  sessions {metrics['sessions']:,}")
+        loss = f"  loss {metrics['loss']:.4f}" if "loss" in metrics else ""
+        print(f"MAA {metrics['maa']:.4f}  first-position accuracy {metrics['first_accuracy']:.4f}{loss}  "
+              f"sessions scored {metrics['sessions']:,}")
         print("accuracy at position: " + " ".join(f"{a:.3f}" for a in metrics["accuracy_at"]))
         print("sessions with k correct (k=0..10): " + " ".join(str(c) for c in metrics["correct_histogram"]))
         if "recall_at_10" in metrics:
             print(f"Recall@10 {metrics['recall_at_10']:.4f}  NDCG@10 {metrics['ndcg_at_10']:.4f}  "
                   f"MRR@10 {metrics['mrr_at_10']:.4f}")
-    elif not result["labels_present"]:
+    elif result["predicted"]:
         print("second-half labels are missing: no metrics")
     print(f"wrote {args.out}")
     return 0

@@ -180,3 +180,20 @@ def test_a_vocabulary_from_another_dataset_is_refused(skip_checkpoint, synthetic
     assert predict_main(["--checkpoint", str(swapped), "--raw", str(synthetic_raw), "--out", str(tmp_path / "p.csv")]) == 2
     err = capsys.readouterr().err.strip()
     assert err.count("\n") == 0 and str(swapped / "vocab.parquet") in err and "not the file this checkpoint" in err
+
+
+def test_one_empty_label_cell_leaves_only_its_session_unscored(skip_checkpoint, synthetic_raw, synthetic_prepared, tmp_path, capsys):
+    checkpoint, _ = skip_checkpoint
+    ids = sorted(val_session_ids(synthetic_prepared))[:10]
+
+    def hide_one_label(frame):
+        frame = frame.copy()
+        last = frame.index[(frame.session_id == ids[0]) & (frame.session_position.astype(int) == frame.session_length.astype(int))]
+        frame.loc[last, "skip_2"] = ""
+        return frame
+
+    raw = raw_subset(synthetic_raw, ids, tmp_path / "raw", hide_one_label)
+    assert predict_main(["--checkpoint", str(checkpoint), "--raw", str(raw), "--out", str(tmp_path / "p.csv"), "--device", "cpu"]) == 0
+    printed = capsys.readouterr().out
+    assert "1 sessions with an empty skip_2 cell (hidden labels) predicted but not scored" in printed
+    assert "sessions scored 9" in printed and "MAA " in printed
