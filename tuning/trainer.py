@@ -241,8 +241,12 @@ class Trainer:
             return torch.autocast(device_type=self.device.type, enabled=False)
         return torch.autocast(device_type="cuda", dtype=self.amp_dtype)
 
-    def train_epoch(self) -> dict:
-        """One pass over the training split; returns epoch, train_loss, sessions_per_s, sessions, seconds."""
+    def train_epoch(self, max_seconds: float | None = None) -> dict:
+        """One pass over the training split; returns epoch, train_loss, sessions_per_s, sessions, seconds.
+
+        `max_seconds` cuts the pass short after that long (a throughput measurement on data too big
+        for the time at hand; the result then says ``partial``).
+        """
         from tqdm import tqdm
 
         if self.input is None:
@@ -255,7 +259,7 @@ class Trainer:
             disable=not self.options.show_progress,
             dynamic_ncols=True,
         )
-        start = time.perf_counter()
+        start, cut = time.perf_counter(), False
         for batch in self.input.epoch(self.epoch):
             with self._autocast():
                 _, loss = self.model(batch)
@@ -279,6 +283,11 @@ class Trainer:
             sessions += n
             bar.update(n)
             bar.set_postfix(loss=f"{total_loss / max(total_weight, 1):.4f}", refresh=False)
+            if max_seconds is not None and time.perf_counter() - start >= max_seconds:
+                cut = True
+                break
+        if self.device.type == "cuda":
+            torch.cuda.synchronize()  # the last steps' kernels count in the time
         elapsed = time.perf_counter() - start
         bar.close()
         if sessions == 0:
@@ -294,6 +303,7 @@ class Trainer:
             "sessions_per_s": sessions / elapsed if elapsed > 0 else float("inf"),
             "sessions": sessions,
             "seconds": elapsed,
+            "partial": cut,
         }
         self.history.append(dict(result))
         return result
