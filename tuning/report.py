@@ -172,8 +172,15 @@ def verdicts(rows: list[dict]) -> list[str]:
         lines.append(f"Above the strongest simple baseline ({name}, test MAA {strongest['test_maa']:.4f}): "
                      + ", ".join(f"{r['family']} (+{r['test_maa'] - strongest['test_maa']:.4f})" for r in above) + ".")
     if below:
+        others = [r for r in rows if r["kind"] == "baseline" and r is not strongest and is_number(r.get("test_maa"))]
+
+        def also(row: dict) -> str:
+            weaker = [b["family"] for b in others if row["test_maa"] < b["test_maa"]]
+            return f"; also below {', '.join(weaker)}" if weaker else ""
+
         lines.append(f"Below {name} (test MAA {strongest['test_maa']:.4f}): "
-                     + ", ".join(f"{r['family']} ({r['test_maa'] - strongest['test_maa']:+.4f})" for r in below) + ".")
+                     + ", ".join(f"{r['family']} ({r['test_maa'] - strongest['test_maa']:+.4f}{also(r)})" for r in below)
+                     + ".")
     flagged = [r for r in models if r.get("flag")]
     if flagged:
         lines.append("Not every planned trial finished: " + "; ".join(f"{r['family']}: {r['flag']}" for r in flagged) + ".")

@@ -68,7 +68,7 @@ def test_a_family_with_a_failed_trial_is_flagged_and_the_verdicts_say_who_is_bel
     assert "1 trial(s) failed" in transformer["flag"]
     said = " ".join(verdicts(rows))
     assert "Above the strongest simple baseline (session_majority, test MAA 0.5450): lstm (+0.0250)" in said
-    assert "Below session_majority (test MAA 0.5450): transformer (-0.0050)" in said
+    assert "Below session_majority (test MAA 0.5450): transformer (-0.0050)" in said  # above copy_last_skip (0.53)
     assert "transformer: 1 trial(s) failed" in said
 
 
@@ -115,3 +115,10 @@ def test_the_cli_rejects_a_missing_experiment_with_one_line(tmp_path, capsys):
     assert main([str(tmp_path / "nope")]) == 2
     err = capsys.readouterr().err.strip()
     assert "no such experiment directory" in err and "\n" not in err
+
+
+def test_a_family_below_several_baselines_is_said_to_be_below_each():
+    exp = make_experiment(Path("exp"))
+    exp.tests["transformer"]["test"]["maa"] = 0.50  # below session_majority (0.545) and copy_last_skip (0.53)
+    said = " ".join(verdicts(leaderboard(exp)))
+    assert "transformer (-0.0450; also below copy_last_skip)" in said
