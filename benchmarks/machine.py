@@ -44,3 +44,23 @@ def quiet(load_at_start: float) -> bool:
     write such a run as a result.
     """
     return load_at_start <= (os.cpu_count() or 1)
+
+
+def descendants(root: int) -> list[int]:
+    """`root` and every live process below it, from /proc (Linux)."""
+    children: dict[int, list[int]] = {}
+    for entry in Path("/proc").iterdir():
+        if not entry.name.isdigit():
+            continue
+        try:
+            stat = (entry / "stat").read_text()
+            ppid = int(stat[stat.rindex(")") + 2 :].split()[1])
+        except (OSError, ValueError):
+            continue
+        children.setdefault(ppid, []).append(int(entry.name))
+    out, stack = [], [root]
+    while stack:
+        pid = stack.pop()
+        out.append(pid)
+        stack.extend(children.get(pid, []))
+    return out

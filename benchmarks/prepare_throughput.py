@@ -49,13 +49,9 @@ from pathlib import Path
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
-from benchmarks.machine import cpu_model, emit  # noqa: E402
+from benchmarks.machine import cpu_model, descendants, emit, load_average  # noqa: E402
 
 TARGET_VS_READ, GOAL_VS_READ, TARGET_VS_PANDAS = 0.4, 0.7, 10.0
-
-
-def load_average() -> float:
-    return os.getloadavg()[0] if hasattr(os, "getloadavg") else float("nan")
 
 
 def machine() -> str:
@@ -73,30 +69,11 @@ def machine() -> str:
 # ---------------------------------------------------------------------------
 
 
-def _descendants(root: int) -> list[int]:
-    children: dict[int, list[int]] = {}
-    for entry in Path("/proc").iterdir():
-        if not entry.name.isdigit():
-            continue
-        try:
-            stat = (entry / "stat").read_text()
-            ppid = int(stat[stat.rindex(")") + 2 :].split()[1])
-        except (OSError, ValueError):
-            continue
-        children.setdefault(ppid, []).append(int(entry.name))
-    out, stack = [], [root]
-    while stack:
-        pid = stack.pop()
-        out.append(pid)
-        stack.extend(children.get(pid, []))
-    return out
-
-
 def tree_cpu_seconds() -> float:
     """User + system CPU seconds of this process and its live descendants (Ray's daemons and workers)."""
     total = 0.0
     ticks = os.sysconf("SC_CLK_TCK")
-    for pid in _descendants(os.getpid()):
+    for pid in descendants(os.getpid()):
         try:
             stat = Path(f"/proc/{pid}/stat").read_text()
             fields = stat[stat.rindex(")") + 2 :].split()
@@ -127,7 +104,7 @@ class PeakMemory:
 
     def _run(self) -> None:
         while not self._stop.is_set():
-            total = sum(_pss_bytes(pid) for pid in _descendants(os.getpid()))
+            total = sum(_pss_bytes(pid) for pid in descendants(os.getpid()))
             self.peak = max(self.peak, total)
             self._stop.wait(self.interval)
 

@@ -30,7 +30,7 @@ from models.bert import pretrain as pretrain_bert
 from models.config import CommonConfig
 from models.data import DataInfo
 from models import transformer
-from models.transformer import Attention, FeedForward, Transformer, check_heads
+from models.transformer import Attention, DecoderBlock, EncoderBlock, Transformer, check_heads
 
 
 @dataclass
@@ -77,33 +77,27 @@ def drop_net(a: torch.Tensor, b: torch.Tensor, p: float, training: bool) -> torc
     return 0.5 * (a + b)
 
 
-class FusedEncoderBlock(nn.Module):
+class FusedEncoderBlock(EncoderBlock):
+    """The Transformer's encoder block whose self-attention is drop-netted with attention to the BERT states."""
+
     def __init__(self, dim, num_heads, ffn_dim, dropout, bert_dim, drop_net_p):
-        super().__init__()
-        self.drop_net_p = drop_net_p
-        self.ln_1 = nn.LayerNorm(dim)
-        self.self_attn = Attention(dim, num_heads, dropout)
+        super().__init__(dim, num_heads, ffn_dim, dropout)
         self.bert_attn = Attention(dim, num_heads, dropout, source_dim=bert_dim)
-        self.ln_2 = nn.LayerNorm(dim)
-        self.ffn = FeedForward(dim, ffn_dim, dropout)
+        self.drop_net_p = drop_net_p
 
     def forward(self, x, allowed, bert):
         h = self.ln_1(x)
-        x = x + drop_net(self.self_attn(h, h, allowed), self.bert_attn(h, bert, allowed), self.drop_net_p, self.training)
+        x = x + drop_net(self.attn(h, h, allowed), self.bert_attn(h, bert, allowed), self.drop_net_p, self.training)
         return x + self.ffn(self.ln_2(x))
 
 
-class FusedDecoderBlock(nn.Module):
+class FusedDecoderBlock(DecoderBlock):
+    """The Transformer's decoder block whose encoder attention is drop-netted with attention to the BERT states."""
+
     def __init__(self, dim, num_heads, ffn_dim, dropout, bert_dim, drop_net_p):
-        super().__init__()
-        self.drop_net_p = drop_net_p
-        self.ln_1 = nn.LayerNorm(dim)
-        self.self_attn = Attention(dim, num_heads, dropout)
-        self.ln_2 = nn.LayerNorm(dim)
-        self.cross_attn = Attention(dim, num_heads, dropout)
+        super().__init__(dim, num_heads, ffn_dim, dropout)
         self.bert_attn = Attention(dim, num_heads, dropout, source_dim=bert_dim)
-        self.ln_3 = nn.LayerNorm(dim)
-        self.ffn = FeedForward(dim, ffn_dim, dropout)
+        self.drop_net_p = drop_net_p
 
     def forward(self, y, memory, self_allowed, memory_allowed, bert):
         h = self.ln_1(y)
