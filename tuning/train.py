@@ -119,7 +119,8 @@ def run(args) -> dict:
 
     if args.input_path == "ray":
         init_ray()
-    config["show_progress"] = True
+    if "show_progress" in get_family(model).fields:  # a progress bar where the trainer has one
+        config["show_progress"] = True
     trainer = make_trainer(task, model, config, data_dir, protocol=args.protocol, device=args.device,
                            seed=args.seed, input_path=args.input_path, cache_dir=args.cache_dir)
     print(f"{model} on {task} ({args.protocol} protocol): {trainer.num_parameters:,} parameters, "

@@ -145,3 +145,15 @@ def test_a_small_train_split_is_cached_in_the_object_store_once_and_reshuffled_p
     with pytest.raises(ValueError, match="cache_train = 'sometimes'"):
         make_trainer("skip", "lstm", {**TINY_SKIP, "cache_train": "sometimes"}, synthetic_prepared,
                      protocol="challenge", device="cpu", input_path="ray")
+
+
+def test_train_cli_trains_a_family_with_its_own_training_loop_and_retrains_from_its_checkpoint(synthetic_prepared, tmp_path):
+    first = tmp_path / "first"
+    assert train_main(["--task", "skip", "--model", "gbdt", "--data", str(synthetic_prepared), "--epochs", "1",
+                       "--set", "trees_per_epoch=10", "--protocol", "challenge", "--no-baselines", "--out", str(first)]) == 0
+    again = tmp_path / "again"
+    # a checkpoint folder is a config too (a search's best/<model>): its task, model and configuration
+    assert train_main(["--config", str(first / "checkpoint"), "--data", str(synthetic_prepared), "--epochs", "1",
+                       "--protocol", "challenge", "--no-baselines", "--out", str(again)]) == 0
+    metrics = json.loads((again / "metrics.json").read_text())
+    assert (metrics["model"], metrics["config"]["trees_per_epoch"]) == ("gbdt", 10)
