@@ -157,3 +157,26 @@ def test_train_cli_trains_a_family_with_its_own_training_loop_and_retrains_from_
                        "--protocol", "challenge", "--no-baselines", "--out", str(again)]) == 0
     metrics = json.loads((again / "metrics.json").read_text())
     assert (metrics["model"], metrics["config"]["trees_per_epoch"]) == ("gbdt", 10)
+
+
+def test_training_stops_with_one_line_the_moment_the_loss_is_not_finite(synthetic_prepared, tmp_path, capsys):
+    import shutil
+
+    import numpy as np
+
+    from tuning.trainer import NonFiniteLoss
+
+    damaged = tmp_path / "damaged"  # a prepared set whose track features were edited by hand: one infinite cell
+    shutil.copytree(synthetic_prepared, damaged)
+    features = np.load(damaged / "track_features.npy")
+    features[4:, 0] = np.inf
+    np.save(damaged / "track_features.npy", features)
+    config = {**TINY_SKIP, "use_context": True}
+    trainer = make_trainer("skip", "lstm", config, damaged, protocol="challenge", device="cpu", input_path="memory")
+    with pytest.raises(NonFiniteLoss, match=r"lstm skip: the training loss became nan in epoch 1 after 0 sessions"):
+        trainer.train_epoch()
+    code = train_main(["--task", "skip", "--model", "lstm", "--data", str(damaged), "--set", "use_context=true",
+                       "--set", "hidden_size=8", "--set", "embedding_dim=8", "--epochs", "1", "--input-path", "memory",
+                       "--no-baselines", "--out", str(tmp_path / "run")])
+    err = capsys.readouterr().err.strip()
+    assert code == 2 and err.count("\n") == 0 and "the training loss became nan" in err
