@@ -8,7 +8,7 @@ configuration:
 
     [ 3/21] lstm #1 (paper config) started: lr=1e-05 batch_size=256 hidden_size=128 ...
     [ 3/21] lstm #1 (paper config) epoch 1/3: val MAA 0.4120
-    [ 4/21] lstm #1 (paper config) stopped early (ASHA) after epoch 1: best val MAA 0.4120
+    [ 4/21] lstm #1 (paper config) stopped early after epoch 1: best val MAA 0.4120, 7 s
     [ 7/21] bert #2 failed (InjectedFailure: ...); retrying from its last checkpoint
     [ 9/21] bert #0 (start config) finished: best val MAA 0.6191 at epoch 3, 14 s
 
