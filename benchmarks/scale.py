@@ -280,7 +280,7 @@ def projection(args, stages: dict[str, Stage], sizes: dict, epoch: dict) -> str:
         f"their first epochs) {search_h[1]:,.0f}-{search_h[0]:,.0f} h of wall time on cluster.yaml's {gpus} "
         f"g5.xlarge workers, ${search_h[1] * gpus * price:,.0f}-{search_h[0] * gpus * price:,.0f} on demand at "
         f"${price}/h per worker (spot is about a third). Data loading is not the limit at these rates: Ray "
-        "Data streams ~0.2-0.45M sessions/s per 2 cores from parquet (FACTS.md), and each g5.xlarge has 3 "
+        "Ray Data streams ~0.2-0.45M sessions/s per 2 cores from parquet, and each g5.xlarge has 3 "
         "vCPUs beside its trial. Measure the GPU rate (`python -m benchmarks.scale --sessions 3300000` on a "
         "GPU worker) before committing a budget."
     )

@@ -5,8 +5,9 @@ and the 30 columns of a track-feature file (``tf_*.csv[.gz]``), with their types
 and the encodings of the categorical ones.
 
 Prepared side: the per-session columns that ``data_pipeline.prepare`` writes and
-that every trainer reads (see DESIGN.md). Every per-position column is a
-fixed-length list of ``MAX_SESSION_LENGTH`` values, padded after ``length``.
+that every trainer reads (the README's "Your own MSSD data" describes the
+folder). Every per-position column is a fixed-length list of
+``MAX_SESSION_LENGTH`` values, padded after ``length``.
 
 ``validate_log_columns`` / ``validate_track_feature_columns`` are the one place
 that checks a file's header against these schemas; their errors name the file
