@@ -99,8 +99,8 @@ class WideSkipContext(nn.Module):
     The term is fitted as a logistic regression (``fit``, L-BFGS on the train
     split) before the deep part's first epoch (``OutputHead.fit_wide``), then
     trained with the rest: Adam at a deep model's learning rate moves it far too
-    little in a few epochs (on the real sample, trained from zero it reached
-    0.548 MAA, fitted first 0.560: benchmarks/results/sample_cv.md).
+    little in a few epochs to reach what a logistic regression on the same
+    features reaches alone (BENCHMARKS.md, "Real MSSD sample").
     """
 
     FLAGS = (
