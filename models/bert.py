@@ -285,7 +285,7 @@ class Bert(nn.Module):
         self.features = SessionFeatures(config, info)
         self.first_extra = project(self.features.encoder_dim, d) if self.features.encoder_dim else None
         self.second_extra = project(self.features.decoder_dim, d) if self.features.decoder_dim else None
-        self.head = OutputHead(d, task, info.vocab_size, config)
+        self.head = OutputHead(d, task, info, config)
         if task == "seq":
             self.head.proj = self.lm.output  # fine-tune the pre-trained Cloze output layer
 

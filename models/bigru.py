@@ -49,7 +49,7 @@ class BiGRU(EncoderDecoder):
         self.bridge = nn.Linear(2 * h, h)
         self.decoder = nn.GRU(self.inputs.decoder_dim, h, layers, batch_first=True, dropout=between)
         self.dropout = nn.Dropout(config.dropout)
-        self.head = OutputHead(h, task, info.vocab_size, config)
+        self.head = OutputHead(h, task, info, config)
 
     def encode(self, batch: dict) -> dict:
         final = run_packed(self.encoder, self.inputs.encoder(batch, self.task), batch["n_in"])  # (layers*2, B, H)

@@ -47,9 +47,14 @@ class CommonConfig:
     # how loss positions are weighted: "uniform" (the paper) or "maa", each position by what an error
     # there costs the session's MAA (early positions cost most; see maa_position_weights)
     position_weights: str = "uniform"
-    # skip task with use_context: add a linear ("wide") term per position on first-half summaries
-    # (last and mean skip_1/2/3, not_skipped, pauses, seeks, shuffle, premium; repeated tracks)
+    # skip task with use_context: add a logistic-regression ("wide") term per position on first-half summaries
+    # (last and mean skip_1/2/3, not_skipped, pauses, seeks, shuffle, premium; repeated tracks; the session's
+    # last track), fitted before the first epoch (models.heads.WideSkipContext)
     wide_context: bool = True
+    # ... with one-hot reason_end, reason_start and context_type of this many last input tracks (0: none)
+    wide_last_tracks: int = 1
+    # ... and this L2 penalty on each position's deviation from the weights shared by all positions
+    wide_position_l2: float = 1e-2
     # seq-task loss: full softmax ("ce") or sampled softmax over num_negatives log-uniform negatives
     loss: str = "ce"
     num_negatives: int = 1000
@@ -65,6 +70,8 @@ class CommonConfig:
         for name in ("dropout", "track_dropout"):
             if not 0.0 <= getattr(self, name) < 1.0:
                 raise ValueError(f"{type(self).__name__}.{name} = {getattr(self, name)}: must be in [0, 1)")
+        if self.wide_last_tracks < 0 or self.wide_position_l2 < 0:
+            raise ValueError(f"{type(self).__name__}: wide_last_tracks and wide_position_l2 must be 0 or more")
         for name in ("lr", "batch_size", "embedding_dim", "num_negatives"):
             if getattr(self, name) <= 0:
                 raise ValueError(f"{type(self).__name__}.{name} = {getattr(self, name)}: must be positive")

@@ -4,6 +4,7 @@ track head over the vocabulary (full or sampled softmax), each position weighted
 from __future__ import annotations
 
 import math
+from typing import Iterable
 
 import torch
 import torch.nn as nn
@@ -12,6 +13,11 @@ import torch.nn.functional as F
 from data_pipeline.schema import FIRST_TRACK_ID, UNK_ID
 from data_pipeline.tasks import label_key
 from models.config import CommonConfig
+from models.data import DataInfo
+from models.inputs import category_count
+
+# The wide term is fitted on at most this many training sessions (its features are ~100 floats a session).
+WIDE_FIT_SESSIONS = 200_000
 
 
 def mask_reserved_(logits: torch.Tensor) -> torch.Tensor:
@@ -71,15 +77,30 @@ def maa_position_weights(mask: torch.Tensor) -> torch.Tensor:
 
 
 class WideSkipContext(nn.Module):
-    """A linear ("wide") skip term per second-half position on first-half summaries.
+    """A logistic-regression ("wide") skip term per second-half position on first-half summaries.
 
     Deep sequence models can learn "the user skipped the last two tracks" from
     the context inputs, but with little data a direct path generalises better
-    (wide & deep, Cheng et al. 2016). Per session: the last value, the value
-    before it (skip_2 only) and the first-half mean of each 0/1 interaction
-    column and of skip_2, log seek counts, both half lengths; a separate linear
-    map per output position, plus a term for a second-half track already
-    played in the first half.
+    (wide & deep, Cheng et al. 2016). Its features, per session
+    (``summaries``): the last value, the value before it (skip_2 only) and the
+    first-half mean of each 0/1 interaction column and of skip_2, log seek
+    counts, both half lengths, and one-hot codes of the categorical columns
+    (``CATEGORICAL``: why the track ended, why it started, the context) of the
+    last `last_tracks` input tracks; per second-half position (``flags``): the
+    track was already played in the first half, it is the session's last track.
+
+    The logit of position t is ``summary @ (shared + per_position[t]) +
+    bias[t] + flags @ position_flags``: one weight vector for every position
+    plus each position's own deviation, which the L2 penalty (``penalty``:
+    `position_l2` on the deviations, `shared_l2` on the shared weights) pulls
+    towards the shared one. Skip rate x position is in it; later positions,
+    with fewer sessions, borrow strength from the earlier ones.
+
+    The term is fitted as a logistic regression (``fit``, L-BFGS on the train
+    split) before the deep part's first epoch (``OutputHead.fit_wide``), then
+    trained with the rest: Adam at a deep model's learning rate moves it far too
+    little in a few epochs to reach what a logistic regression on the same
+    features reaches alone (BENCHMARKS.md, "Real MSSD sample").
     """
 
     FLAGS = (
@@ -87,17 +108,27 @@ class WideSkipContext(nn.Module):
         "short_pause_before_play", "long_pause_before_play", "is_shuffle", "premium",
     )
     COUNTS = ("n_seekfwd", "n_seekback")
-    num_features = 2 * len(FLAGS) + 2 * len(COUNTS) + 1 + 2  # last/mean of each, skip_2 before last, lengths
+    CATEGORICAL = ("reason_end", "reason_start", "context_type")
+    num_summaries = 2 * len(FLAGS) + 2 * len(COUNTS) + 1 + 2  # last/mean of each, skip_2 before last, lengths
 
-    def __init__(self, positions: int = 10):
+    def __init__(self, positions: int = 10, categories: dict | None = None, last_tracks: int = 0,
+                 position_l2: float = 1e-2, shared_l2: float = 1e-4):
         super().__init__()
+        if last_tracks and categories is None:
+            raise ValueError("WideSkipContext: last_tracks > 0 needs the dataset's categories (DataInfo.categories)")
         self.positions = positions
-        self.linear = nn.Linear(self.num_features, positions * 2)
-        self.repeat = nn.Parameter(torch.zeros(2))
-        nn.init.zeros_(self.linear.weight)  # starts as no term at all: the deep part is unchanged at init
-        nn.init.zeros_(self.linear.bias)
+        self.last_tracks = last_tracks
+        self.position_l2, self.shared_l2 = position_l2, shared_l2
+        self.category_counts = {c: category_count(c, categories) for c in self.CATEGORICAL} if last_tracks else {}
+        self.num_features = self.num_summaries + last_tracks * sum(self.category_counts.values())
+        # all zeros: no term at all until fitted, so the deep part alone is unchanged at init
+        self.shared = nn.Parameter(torch.zeros(self.num_features, 2))
+        self.per_position = nn.Parameter(torch.zeros(positions, self.num_features, 2))
+        self.bias = nn.Parameter(torch.zeros(positions, 2))
+        self.position_flags = nn.Parameter(torch.zeros(2, 2))  # (already played, last track) -> 2 logits each
 
     def summaries(self, batch: dict) -> torch.Tensor:
+        """(B, num_features) per-session features of the first half."""
         mask = batch["in_mask"].float()
         n_in = batch["n_in"].clamp(min=1)
         rows = torch.arange(mask.shape[0], device=mask.device)
@@ -111,22 +142,60 @@ class WideSkipContext(nn.Module):
         skips = batch["in_skip_2"].float()
         parts.append(torch.where(n_in >= 2, skips[rows, before], skips[rows, last]))
         parts += [batch["n_in"].float() / self.positions, batch["n_out"].float() / self.positions]
-        return torch.stack(parts, dim=-1)  # (B, num_features)
+        one_hots = []
+        for back in range(self.last_tracks):  # the last input track, then the one before it ...
+            index = batch["n_in"] - 1 - back
+            there = (index >= 0).float()[:, None]  # a first half shorter than that has no such track: all zeros
+            for name, count in self.category_counts.items():
+                codes = batch[f"in_{name}"][rows, index.clamp(min=0)].clamp(0, count - 1)
+                one_hots.append(F.one_hot(codes, count).float() * there)
+        return torch.cat([torch.stack(parts, dim=-1), *one_hots], dim=-1)
 
-    def forward(self, batch: dict) -> torch.Tensor:
-        summary = self.summaries(batch)
-        logits = self.linear(summary).view(-1, self.positions, 2)
+    def flags(self, batch: dict) -> torch.Tensor:
+        """(B, T, 2) 0/1: the track was already played in the first half; it is the session's last track."""
         out, first = batch["out_tracks"], batch["in_tracks"]
         known = (out >= FIRST_TRACK_ID) & (out != UNK_ID) & batch["out_mask"]
         played = ((out[:, :, None] == first[:, None, :]) & batch["in_mask"][:, None, :]).any(-1) & known
-        return logits + played.float()[..., None] * self.repeat  # (B, T, 2)
+        position = torch.arange(out.shape[1], device=out.device)[None, :]
+        last = (position == batch["n_out"][:, None] - 1) & batch["out_mask"]
+        return torch.stack([played, last], dim=-1).float()
+
+    def logits_of(self, summaries: torch.Tensor, flags: torch.Tensor) -> torch.Tensor:
+        """(B, T, 2) logits from ``summaries`` (B, num_features) and ``flags`` (B, T, 2)."""
+        per_position = torch.einsum("bd,tdk->btk", summaries, self.per_position[: flags.shape[1]])
+        return (summaries @ self.shared)[:, None] + per_position + self.bias[: flags.shape[1]] + flags @ self.position_flags
+
+    def forward(self, batch: dict) -> torch.Tensor:
+        return self.logits_of(self.summaries(batch), self.flags(batch))  # (B, T, 2)
+
+    def penalty(self) -> torch.Tensor:
+        """The L2 penalty added to the skip loss: deviations from the shared weights, and the shared weights."""
+        return self.position_l2 * self.per_position.pow(2).sum() + self.shared_l2 * self.shared.pow(2).sum()
+
+    def fit(self, summaries: torch.Tensor, flags: torch.Tensor, labels: torch.Tensor, weights: torch.Tensor,
+            max_iter: int = 200) -> float:
+        """Fit every parameter by L-BFGS to the weighted cross-entropy plus ``penalty`` (a convex problem);
+        returns the final objective. Rows: sessions (summaries (N, D), flags (N, T, 2), labels and weights (N, T))."""
+        optimizer = torch.optim.LBFGS(self.parameters(), lr=1.0, max_iter=max_iter, line_search_fn="strong_wolfe")
+        keep = weights > 0
+        labels, weights = labels[keep], weights[keep]
+
+        def objective():
+            optimizer.zero_grad()
+            losses = F.cross_entropy(self.logits_of(summaries, flags)[keep], labels, reduction="none")
+            loss = weighted_mean(losses, weights) + self.penalty()
+            loss.backward()
+            return loss
+
+        return float(optimizer.step(objective).detach())
 
 
 class OutputHead(nn.Module):
     """Decoder states -> logits and loss.
 
     skip: a 2-way softmax per position (plus ``WideSkipContext`` when the config
-    has ``use_context`` and ``wide_context``). seq: a softmax over the whole
+    has ``use_context`` and ``wide_context``, fitted by ``fit_wide`` before the
+    first epoch, and its L2 penalty in the training loss). seq: a softmax over the whole
     vocabulary (reserved ids masked), trained with full cross-entropy or, when
     ``loss == "sampled_softmax"``, with a sampled softmax over `num_negatives`
     shared log-uniform negatives with the log-Q correction (Jean et al. 2015;
@@ -135,21 +204,41 @@ class OutputHead(nn.Module):
     are weighted as ``config.position_weights`` says.
     """
 
-    def __init__(self, hidden_dim: int, task: str, vocab_size: int, config: CommonConfig):
+    def __init__(self, hidden_dim: int, task: str, info: DataInfo, config: CommonConfig):
         super().__init__()
         self.task = task
-        self.vocab_size = vocab_size
+        self.vocab_size = vocab_size = info.vocab_size
         self.sampled = task == "seq" and config.loss == "sampled_softmax"
         self.num_negatives = min(config.num_negatives, vocab_size - FIRST_TRACK_ID)
         self.position_weights = config.position_weights
         self.proj = nn.Linear(hidden_dim, 2 if task == "skip" else vocab_size)
-        self.wide = WideSkipContext() if task == "skip" and config.use_context and config.wide_context else None
+        self.wide = None
+        if task == "skip" and config.use_context and config.wide_context:
+            self.wide = WideSkipContext(categories=info.categories, last_tracks=config.wide_last_tracks,
+                                        position_l2=config.wide_position_l2)
 
     def logits(self, hidden: torch.Tensor, batch: dict | None = None) -> torch.Tensor:
         logits = self.proj(hidden)  # (B, T, 2 or V)
         if self.wide is not None and batch is not None:
             logits = logits + self.wide(batch)[:, : logits.shape[1]].to(logits.dtype)
         return mask_reserved_(logits) if self.task == "seq" else logits
+
+    def fit_wide(self, batches: Iterable[dict], max_sessions: int = WIDE_FIT_SESSIONS) -> None:
+        """Fit the wide term (when there is one) to the first `max_sessions` sessions of `batches`
+        (torch task batches of the train split), weighted as the loss weights positions."""
+        if self.wide is None:
+            return
+        parts, sessions = [], 0
+        with torch.no_grad():
+            for batch in batches:
+                mask = loss_mask(batch, self.task)
+                parts.append((self.wide.summaries(batch), self.wide.flags(batch), targets_of(batch, self.task),
+                              self.weights(batch, mask)))
+                sessions += len(mask)
+                if sessions >= max_sessions:
+                    break
+        if parts:
+            self.wide.fit(*(torch.cat(column)[:max_sessions] for column in zip(*parts)))
 
     def weights(self, batch: dict, mask: torch.Tensor) -> torch.Tensor:
         if self.position_weights == "maa":
@@ -164,7 +253,10 @@ class OutputHead(nn.Module):
         logits = self.logits(hidden, batch)
         safe_targets = torch.where(mask, targets, torch.full_like(targets, FIRST_TRACK_ID if self.task == "seq" else 0))
         losses = F.cross_entropy(logits.float().flatten(0, 1), safe_targets.flatten(), reduction="none")
-        return logits, weighted_mean(losses.view_as(targets), weights)
+        loss = weighted_mean(losses.view_as(targets), weights)
+        if self.wide is not None and self.training:
+            loss = loss + self.wide.penalty()  # the objective the wide term was fitted to (evaluation: the plain loss)
+        return logits, loss
 
     def sampled_softmax_loss(
         self, hidden: torch.Tensor, targets: torch.Tensor, mask: torch.Tensor, weights: torch.Tensor

@@ -62,7 +62,8 @@ _CATEGORICAL_CONTEXT = ("context_type", "reason_start", "reason_end", "hour_of_d
 _COUNT_CONTEXT = ("n_seekfwd", "n_seekback")
 
 
-def _category_count(name: str, categories: dict) -> int:
+def category_count(name: str, categories: dict) -> int:
+    """How many codes a categorical column has (its known values, at least the schema's plus <pad/unknown>)."""
     if name == "hour_of_day":
         return 24
     raw = CATEGORICAL_SEQUENCE_COLUMNS[name]
@@ -78,7 +79,7 @@ class ContextEncoder(nn.Module):
         self.categorical = [c for c in CONTEXT_COLUMNS if c in _CATEGORICAL_CONTEXT]
         self.numeric = [c for c in CONTEXT_COLUMNS if c not in _CATEGORICAL_CONTEXT]
         self.embeddings = nn.ModuleDict(
-            {c: nn.Embedding(_category_count(c, categories), embedding_dim) for c in self.categorical}
+            {c: nn.Embedding(category_count(c, categories), embedding_dim) for c in self.categorical}
         )
         self.dim = len(self.categorical) * embedding_dim + len(self.numeric)
 

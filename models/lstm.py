@@ -49,7 +49,7 @@ class LSTMEncoderDecoder(EncoderDecoder):
         self.encoder = nn.LSTM(self.inputs.encoder_dim, config.hidden_size, config.num_layers, batch_first=True, dropout=between)
         self.decoder = nn.LSTM(self.inputs.decoder_dim, config.hidden_size, config.num_layers, batch_first=True, dropout=between)
         self.dropout = nn.Dropout(config.dropout)
-        self.head = OutputHead(config.hidden_size, task, info.vocab_size, config)
+        self.head = OutputHead(config.hidden_size, task, info, config)
 
     def encode(self, batch: dict) -> dict:
         h, c = run_packed(self.encoder, self.inputs.encoder(batch, self.task), batch["n_in"])

@@ -157,7 +157,7 @@ class Transformer(EncoderDecoder):
         self.decoder_blocks = nn.ModuleList([self.decoder_block() for _ in range(config.num_layers)])
         self.encoder_ln = nn.LayerNorm(d)
         self.decoder_ln = nn.LayerNorm(d)
-        self.head = OutputHead(d, task, info.vocab_size, config)
+        self.head = OutputHead(d, task, info, config)
 
     # What a variant changes (bert_fused.py): the blocks, and a side input every block may attend to.
 

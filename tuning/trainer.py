@@ -260,6 +260,12 @@ class Trainer:
             dynamic_ncols=True,
         )
         start, cut = time.perf_counter(), False
+        if self.epoch == 0:
+            # every model of models/ ends in an OutputHead; its wide skip term (if any) is fitted first
+            self.model.head.fit_wide(
+                to_torch(batch, self.device)
+                for batch in iter_split_batches(self.dataset, "train", self.protocol, self.options.eval_batch_size)
+            )
         for batch in self.input.epoch(self.epoch):
             with self._autocast():
                 _, loss = self.model(batch)

@@ -10,7 +10,7 @@ import torch.nn.functional as F
 from tests.models.model_batches import make_batch, make_info, tiny_model
 
 from data_pipeline.schema import FIRST_TRACK_ID, MASK_ID, PAD_ID, SKIP_ID, UNK_ID
-from models.heads import WideSkipContext, maa_position_weights
+from models.heads import OutputHead, WideSkipContext, maa_position_weights
 from models.inputs import drop_tracks
 from models.metrics import mean_average_accuracy
 from models.registry import get_model
@@ -125,3 +125,71 @@ def test_the_wide_term_alone_learns_to_copy_the_last_skip_and_to_use_repeated_tr
     pred = wide(batch).argmax(-1)
     assert (pred[:, 0] == labels[:, 0]).float().mean() == 1.0
     assert (pred[:, 1:][mask[:, 1:]] == labels[:, 1:][mask[:, 1:]]).float().mean() == 1.0
+
+
+def fitted_wide(batch: dict, labels: torch.Tensor, **options) -> WideSkipContext:
+    """A wide term fitted alone (L-BFGS) to `labels` on `batch`, uniform weights over real positions."""
+    wide = WideSkipContext(categories=make_info().categories, **options)
+    wide.fit(wide.summaries(batch), wide.flags(batch), labels, batch["out_mask"].float())
+    return wide
+
+
+def accuracy(wide: WideSkipContext, batch: dict, labels: torch.Tensor) -> float:
+    mask = batch["out_mask"]
+    with torch.no_grad():
+        return (wide(batch).argmax(-1)[mask] == labels[mask]).float().mean().item()
+
+
+def test_the_wide_term_learns_a_rule_on_the_last_input_tracks_reason_end_only_with_its_categories():
+    # every second-half track is skipped exactly when the last first-half track ended with code 2 (the
+    # forward button in the real data): no summary of the 0/1 columns says so, the last track's one-hot does
+    batch = make_batch(512, "challenge", seed=4)
+    rows = torch.arange(512)
+    ended = batch["in_reason_end"][rows, batch["n_in"] - 1] == 2
+    labels = ended[:, None].expand_as(batch["out_mask"]).long()
+    assert accuracy(fitted_wide(batch, labels, last_tracks=1), batch, labels) == 1.0
+    assert accuracy(fitted_wide(batch, labels, last_tracks=0), batch, labels) < 0.95
+
+
+def test_the_wide_term_reads_the_track_before_the_last_when_asked_for_two():
+    batch = make_batch(512, "challenge", seed=5)
+    rows = torch.arange(512)
+    started = batch["in_reason_start"][rows, batch["n_in"] - 2] == 3
+    labels = started[:, None].expand_as(batch["out_mask"]).long()
+    assert accuracy(fitted_wide(batch, labels, last_tracks=2), batch, labels) == 1.0
+    assert accuracy(fitted_wide(batch, labels, last_tracks=1), batch, labels) < 0.95
+
+
+def test_the_wide_term_learns_the_sessions_last_track():
+    # only the session's last second-half track is skipped: a position rule that depends on n_out
+    batch = make_batch(512, "challenge", seed=6)
+    position = torch.arange(10)[None, :]
+    labels = (position == batch["n_out"][:, None] - 1).long()
+    assert accuracy(fitted_wide(batch, labels), batch, labels) == 1.0
+
+
+def test_the_position_penalty_pulls_every_position_to_the_shared_weights():
+    # position 0 copies the last skip, the other positions invert it: per-position weights fit it, a
+    # heavy penalty on their deviations leaves one rule for all positions (right on most positions only)
+    batch = make_batch(512, "challenge", seed=7)
+    rows = torch.arange(512)
+    last_skip = batch["in_skip_2"][rows, batch["n_in"] - 1]
+    labels = (1 - last_skip)[:, None].expand_as(batch["out_mask"]).clone()
+    labels[:, 0] = last_skip
+    free = fitted_wide(batch, labels, position_l2=1e-4)
+    tied = fitted_wide(batch, labels, position_l2=1e3)
+    assert accuracy(free, batch, labels) == 1.0
+    assert tied.per_position.abs().max() < 1e-2
+    assert (tied(batch).argmax(-1)[:, 0] == labels[:, 0]).float().mean() < 0.6
+
+
+def test_fit_wide_fits_the_heads_wide_term_to_the_training_batches():
+    batch = make_batch(512, "challenge", seed=8)
+    rows = torch.arange(512)
+    labels = (batch["in_reason_end"][rows, batch["n_in"] - 1] == 2)[:, None].expand_as(batch["out_mask"]).long()
+    batch = {**batch, "out_skip_2": labels}
+    config = get_model("lstm").make_config({"use_context": True, "position_weights": "maa"})
+    head = OutputHead(8, "skip", make_info(), config)
+    halves = [{k: v[:256] for k, v in batch.items()}, {k: v[256:] for k, v in batch.items()}]
+    head.fit_wide(iter(halves))
+    assert accuracy(head.wide, batch, labels) == 1.0

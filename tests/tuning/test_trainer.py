@@ -70,6 +70,24 @@ def test_a_restored_checkpoint_predicts_exactly_what_the_trainer_predicted(synth
     np.testing.assert_array_equal(before["pred"], again["pred"])
 
 
+def test_the_wide_term_is_fitted_on_the_train_split_once_before_the_first_epochs_first_step(synthetic_prepared, monkeypatch):
+    from models.heads import OutputHead
+
+    trainer = make_trainer("skip", "lstm", {**TINY_SKIP, "use_context": True}, synthetic_prepared, protocol="challenge",
+                           device="cpu", input_path="memory")
+    fitted, fit_wide = [], OutputHead.fit_wide
+
+    def recording(head, batches, **kwargs):
+        batches = list(batches)
+        fitted.append((trainer.optimizer.state == {}, sum(len(b["length"]) for b in batches)))
+        fit_wide(head, iter(batches), **kwargs)
+
+    monkeypatch.setattr(OutputHead, "fit_wide", recording)
+    trainer.train_epoch()
+    trainer.train_epoch()
+    assert fitted == [(True, trainer.dataset.num_sessions("train"))]  # once, before Adam's first step, every session
+
+
 def test_evaluate_reports_every_metric_over_the_whole_split(synthetic_prepared):
     trainer = make_trainer("skip", "lstm", TINY_SKIP, synthetic_prepared, protocol="challenge",
                            device="cpu", input_path="memory")
