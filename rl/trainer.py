@@ -36,6 +36,7 @@ dataset to predict.
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import json
 import os
@@ -227,6 +228,10 @@ class RLTrainer:
         """RLlib iterations until `sessions_per_epoch` sessions (default: the train split's count) were replayed."""
         if self.algo is None:
             raise ValueError("this trainer has no data directory; restore it with data_dir=... to train")
+        with _torch_threads(1 if self.device.type == "cpu" else None):
+            return self._train_epoch()
+
+    def _train_epoch(self) -> dict:
         target = self.config.sessions_per_epoch or len(self.split("train")["length"])
         start = time.perf_counter()
         steps0, episodes0, updates0 = self._counters()
@@ -420,6 +425,23 @@ class RLTrainer:
         it also continues training: the Learner gets its networks and optimizers back.
         """
         return rebuild_trainer(cls, directory, data_dir, device, files=(WEIGHTS_FILE,))
+
+
+@contextlib.contextmanager
+def _torch_threads(threads: int | None):
+    """Run the block with `threads` intra-op torch threads (None: leave as is), then restore the count.
+
+    DDPG's networks are small (hidden <= 128, batch 512): a second thread gains nothing, and on a
+    machine whose cores are busy with other work the threads wait on each other. Measured on the
+    2-core machine under load 4: 20 updates of batch 512 took 2.6 s with 2 threads, 0.085 s with 1.
+    """
+    before = torch.get_num_threads()
+    if threads is not None:
+        torch.set_num_threads(threads)
+    try:
+        yield
+    finally:
+        torch.set_num_threads(before)
 
 
 def _chunks(data: dict[str, np.ndarray]):
