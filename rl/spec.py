@@ -31,7 +31,9 @@ class DDPGModelConfig:
     hidden_size: int = 64  # width of the shared state embedding and the actor's and critic's layers (paper: 8)
     # DDPG
     tau: float = 0.01  # soft target update rate (no effect with gamma 0: the targets are never read)
-    actor_lr: float = 3e-4
+    # 1e-4: on the synthetic set (3 epochs, seeds 0-2) seq val MAA 0.052-0.055 against 0.026-0.047 at 3e-4,
+    # whose actor drifts between epochs; skip is the same within noise (0.576-0.583 against 0.566-0.585).
+    actor_lr: float = 1e-4
     critic_lr: float = 1e-3
     # Session replay: the next state does not depend on the action (the history follows the log), so
     # gamma 0 loses nothing and spares the critic bootstrapping noise (the paper setting uses 0.9).
@@ -79,7 +81,7 @@ class DDPGModelConfig:
 SEARCH_SPACE: dict[str, tuple] = {
     "embedding_size": ("choice", [8, 16, 32]),
     "hidden_size": ("choice", [32, 64, 128]),
-    "actor_lr": ("loguniform", 1e-4, 1e-3),
+    "actor_lr": ("loguniform", 3e-5, 1e-3),
     "critic_lr": ("loguniform", 3e-4, 3e-3),
     "gaussian_sigma": ("uniform", 0.2, 0.8),
     "training_intensity": ("choice", [2.0, 4.0]),
