@@ -1,17 +1,25 @@
-"""DDPG (rl/) benchmark: val MAA with the paper's three exploration settings, and throughput.
+"""DDPG (rl/) benchmark: val MAA of both formulations against the baselines, and training speed against the LSTM's.
 
-For each dataset and task, trains DDPG with no noise, noisy mask, and noisy
-mask with decay (paper Experiment 6) for the same short budget, reports val MAA
-next to the paper's test figures (Table 1: 43.0 / 43.7 skip; Table 2: 3.01 seq)
-and to simple baselines scored on the same split, plus environment steps per
-second (the bare environment, random actions, and inside RLlib's sampling loop)
-and learner updates per second.
+For each dataset and task, trains DDPG for the same short budget in the
+formulations of rl/env.py: ``dense`` with its default configuration (what the
+search runs) and, unless ``--no-paper``, the paper's formulation with the
+paper's three exploration settings (Experiment 6: no noise, noisy mask, noisy
+mask with decay). Reports val MAA per epoch next to the paper's test figures
+(Table 1: 43.0 / 43.7 skip; Table 2: 3.01 seq) and the simple baselines scored
+on the same split; and training sessions per second of DDPG and of the LSTM
+(its start configuration, one epoch, in-memory input) on the same data in the
+same run, so the two figures share the machine's load.
 
-    python -m benchmarks.ddpg                       # synthetic default + the real sample
-    python -m benchmarks.ddpg --quick               # a smoke run (minutes)
-    python -m benchmarks.ddpg --data synthetic=/path/to/prepared --tasks skip
+    python -m benchmarks.ddpg                       # the embedded synthetic set
+    python -m benchmarks.ddpg --sample DIR          # also the real MSSD sample (or MSSD_SAMPLE_DIR=DIR)
+    python -m benchmarks.ddpg --quick               # a smoke run (a few minutes)
+    python -m benchmarks.ddpg --data mine=/path/to/prepared:challenge --tasks skip
 
-Writes a markdown block to stdout and to benchmarks/results/rl.md.
+The sample folder holds ``log_sample.csv.gz`` and ``tf_small_covered.csv``; it
+is prepared once under ``--work-dir``. Without ``--sample`` or
+``MSSD_SAMPLE_DIR`` the sample is skipped. Prints a markdown block with the load
+average; ``--out FILE`` also writes it there, unless the machine was loaded
+(load average above the core count at the start).
 """
 
 from __future__ import annotations
@@ -27,41 +35,50 @@ import numpy as np
 
 REPO = Path(__file__).resolve().parents[1]
 
-from benchmarks.machine import cpu_model, emit  # noqa: E402
-SAMPLE_RAW = REPO.parent / "shared" / "data" / "mssd_sample"
-PAPER = {("skip", "no noise"): "43.0", ("skip", "noise"): "43.7", ("skip", "noise with decay"): "43.7 (\"with noise\")",
-         ("seq", "no noise"): "3.01 (one DDPG row)", ("seq", "noise"): "3.01", ("seq", "noise with decay"): "3.01"}
+from benchmarks.machine import describe_machine, emit, load_average, quiet  # noqa: E402
+
+SAMPLE_FILES = ("log_sample.csv.gz", "tf_small_covered.csv")
+PAPER = {("skip", "paper: no noise"): "43.0", ("skip", "paper: noise"): "43.7",
+         ("skip", "paper: noise with decay"): "43.7 (\"with noise\")", ("seq", "paper: no noise"): "3.01",
+         ("seq", "paper: noise"): "3.01", ("seq", "paper: noise with decay"): "3.01"}
 BASELINES = {"skip": ("all_skip", "copy_last_skip"), "seq": ("most_popular", "markov")}
 
 
+def sample_dir(option: Path | None) -> Path | None:
+    """The raw MSSD sample folder: --sample, else MSSD_SAMPLE_DIR, else None (the sample is skipped)."""
+    folder = option or (Path(os.environ["MSSD_SAMPLE_DIR"]) if os.environ.get("MSSD_SAMPLE_DIR") else None)
+    if folder is None:
+        return None
+    missing = [name for name in SAMPLE_FILES if not (folder / name).is_file()]
+    if missing:
+        raise SystemExit(f"benchmarks.ddpg: the sample folder {folder} lacks {', '.join(missing)}")
+    return folder
 
 
-def prepare_sample(out: Path) -> Path:
-    """Prepare the real MSSD sample (log_sample.csv.gz + tf_small_covered.csv) once."""
+def prepare_sample(folder: Path, out: Path) -> Path:
+    """Prepare the real MSSD sample once (its raw files are linked, not copied)."""
     if (out / "manifest.json").exists():
         return out
     raw = out.parent / "sample_raw"
     raw.mkdir(parents=True, exist_ok=True)
-    for name in ("log_sample.csv.gz", "tf_small_covered.csv"):
+    for name in SAMPLE_FILES:
         if not (raw / name).exists():
-            (raw / name).symlink_to(SAMPLE_RAW / name)
-    subprocess.run([sys.executable, "-m", "data_pipeline.prepare", "--raw", str(raw), "--out", str(out), "--quiet"], check=True)
+            (raw / name).symlink_to(folder.resolve() / name)
+    subprocess.run([sys.executable, "-m", "data_pipeline.prepare", "--raw", str(raw), "--out", str(out), "--quiet"],
+                   check=True)
     return out
 
 
-def env_steps_per_s(trainer, seconds: float = 3.0) -> float:
-    """Bare environment speed: random actions, no RLlib."""
-    from rl.env import SessionReplayEnv
+def settings(args, task: str) -> dict[str, dict]:
+    """Label -> DDPG config override for each run of `task`."""
+    from rl.spec import NOISE_SETTINGS, PAPER_CONFIGS
 
-    env = SessionReplayEnv(trainer.env_config("train"))
-    env.reset(seed=0)
-    steps, start = 0, time.perf_counter()
-    while time.perf_counter() - start < seconds:
-        _, _, terminated, _, _ = env.step(env.action_space.sample())
-        steps += 1
-        if terminated:
-            env.reset()
-    return steps / (time.perf_counter() - start)
+    runs = {"dense (search default)": {}}
+    if not args.no_paper:
+        names = ("noise with decay",) if args.quick else tuple(NOISE_SETTINGS)
+        for name in names:
+            runs[f"paper: {name}"] = {**PAPER_CONFIGS[task], **NOISE_SETTINGS[name]}
+    return runs
 
 
 def baseline_maa(task: str, data_dir: Path, protocol: str) -> dict[str, float]:
@@ -70,128 +87,135 @@ def baseline_maa(task: str, data_dir: Path, protocol: str) -> dict[str, float]:
     return {name: evaluate_baseline(task, name, data_dir, "val", protocol)["maa"] for name in BASELINES[task]}
 
 
-def run(data_name: str, data_dir: Path, protocol: str, task: str, setting: str, args) -> dict:
-    from rl.spec import NOISE_SETTINGS
+def lstm_speed(task: str, data_dir: Path, protocol: str, args) -> dict:
+    """One epoch of the LSTM's start configuration on the same data: training sessions/s."""
+    from tuning.families import get_family, make_trainer
+
+    config = dict(get_family("lstm").start_configs.get(task, {}))
+    trainer = make_trainer(task, "lstm", config, data_dir, protocol=protocol, device=args.device, seed=0,
+                           input_path="memory", cache_dir=args.work_dir / "cache")
+    result = trainer.train_epoch()
+    return {"sessions_per_s": result["sessions_per_s"], "sessions": result["sessions"]}
+
+
+def run_ddpg(task: str, data_dir: Path, protocol: str, override: dict, args) -> dict:
     from rl.trainer import RLTrainer
 
-    config = {
-        "hidden_size": args.hidden_size,
-        "batch_size": args.batch_size,
-        "steps_per_iteration": args.steps_per_iteration,
-        "iterations_per_epoch": 1,
-        "learning_starts": args.steps_per_iteration,
-        "env_steps_per_update": args.env_steps_per_update,
-        "noise_mask_initial": 0.3,
-        "noise_mask_decay": args.noise_mask_decay,
-        "eval_sessions": args.eval_sessions,
-        **NOISE_SETTINGS[setting],
-    }
-    trainer = RLTrainer(task=task, config=config, data_dir=data_dir, protocol=protocol, seed=0,
-                        cache_dir=args.cache_dir)
-    curve, best, train = [], None, []
+    config = {"sessions_per_epoch": args.sessions_per_epoch, "eval_sessions": args.eval_sessions, **override}
+    trainer = RLTrainer(task=task, config=config, data_dir=data_dir, protocol=protocol, seed=0, device=args.device,
+                        cache_dir=args.work_dir / "cache")
+    curve, train = [], []
     start = time.perf_counter()
-    for _ in range(args.epochs):
-        train.append(trainer.train_epoch())
-        metrics = trainer.evaluate("val")
-        curve.append(metrics["maa"])
-        best = metrics if best is None or metrics["maa"] > best["maa"] else best
-    elapsed = time.perf_counter() - start
-    env_speed = env_steps_per_s(trainer) if setting == "no noise" else None
-    trainer.algo.stop()
-    return {
-        "data": data_name, "protocol": protocol, "task": task, "setting": setting,
-        "final_maa": curve[-1], "best_maa": best["maa"], "curve": curve, "sessions": best["sessions"],
-        "rllib_env_steps_per_s": float(np.mean([r["env_steps_per_s"] for r in train[1:] or train])),
-        "updates_per_s": float(np.mean([r["updates_per_s"] for r in train[1:] or train])),
-        "env_steps_per_s": env_speed, "seconds": elapsed,
-        "env_steps": args.epochs * args.steps_per_iteration,
-    }
+    try:
+        for _ in range(args.epochs):
+            train.append(trainer.train_epoch())
+            curve.append(trainer.evaluate("val")["maa"])
+    finally:
+        trainer.algo.stop()
+    sessions = sum(r["sessions"] for r in train)
+    seconds = sum(r["seconds"] for r in train)
+    return {"curve": curve, "sessions_per_s": sessions / seconds, "sessions": sessions,
+            "updates_per_s": float(np.mean([r["updates_per_s"] for r in train])),
+            "seconds": time.perf_counter() - start}
 
 
-def main(argv=None) -> None:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0], formatter_class=argparse.RawDescriptionHelpFormatter)
+def main(argv=None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0],
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--data", action="append", default=[],
-                        help="NAME=PREPARED_DIR[:PROTOCOL] (repeatable; default: the synthetic default dataset, paper "
-                             "protocol, and the real sample, challenge protocol)")
+                        help="NAME=PREPARED_DIR[:PROTOCOL] (repeatable; default: the embedded synthetic set, paper "
+                             "protocol)")
+    parser.add_argument("--sample", type=Path, default=None,
+                        help="raw MSSD sample folder (log_sample.csv.gz, tf_small_covered.csv), run under the "
+                             "challenge protocol; default: $MSSD_SAMPLE_DIR, else no sample")
     parser.add_argument("--tasks", nargs="+", default=["skip", "seq"], choices=["skip", "seq"])
-    parser.add_argument("--epochs", type=int, default=6, help="evaluations per run (one RLlib iteration each)")
-    parser.add_argument("--steps-per-iteration", type=int, default=1000, help="env steps per RLlib iteration")
-    parser.add_argument("--env-steps-per-update", type=int, default=10)
-    parser.add_argument("--batch-size", type=int, default=128)
-    parser.add_argument("--hidden-size", type=int, default=64)
-    parser.add_argument("--noise-mask-decay", type=float, default=5e-4)
-    parser.add_argument("--eval-sessions", type=int, default=1000)
+    parser.add_argument("--epochs", type=int, default=3, help="DDPG epochs per run, val MAA after each (default 3)")
+    parser.add_argument("--sessions-per-epoch", type=int, default=0,
+                        help="training sessions per DDPG epoch (default 0: one pass over the train split)")
+    parser.add_argument("--eval-sessions", type=int, default=0, help="val sessions scored (default 0: all)")
+    parser.add_argument("--no-paper", action="store_true", help="only the dense formulation")
+    parser.add_argument("--device", default="cpu", choices=["auto", "cpu", "cuda"])
     parser.add_argument("--work-dir", type=Path, default=REPO / "data" / "benchmarks" / "ddpg")
-    parser.add_argument("--quick", action="store_true", help="tiny budget: checks the script end to end")
-    parser.add_argument("--out", type=Path, default=REPO / "benchmarks" / "results" / "rl.md")
+    parser.add_argument("--quick", action="store_true",
+                        help="smoke run: 1 epoch of 1,000 sessions, 500 val sessions, one paper setting")
+    parser.add_argument("--out", type=Path,
+                        help="write the result block here too (refused on a loaded machine and with --quick)")
     args = parser.parse_args(argv)
     if args.quick:
-        args.epochs, args.steps_per_iteration, args.eval_sessions = 2, 200, 200
-    args.cache_dir = args.work_dir / "cache"
+        args.epochs, args.sessions_per_epoch, args.eval_sessions = 1, 1000, 500
 
-    import ray
     import torch
 
-    torch.set_num_threads(1)
-    for attempt in range(3):  # a loaded shared machine can time out Ray's node startup
-        try:
-            ray.init(num_cpus=2, object_store_memory=512 * 1024**2, include_dashboard=False, log_to_driver=False,
-                     configure_logging=False)
-            break
-        except Exception as error:  # noqa: BLE001 - Ray raises a bare Exception on startup timeout
-            print(f"[ddpg benchmark] Ray did not start ({error}); retrying", file=sys.stderr, flush=True)
-            ray.shutdown()
-            if attempt == 2:
-                raise
+    from data_pipeline.ray_runtime import init_ray
+
+    load_at_start = load_average()
+    init_ray(num_cpus=2, object_store_memory=512 * 1024**2)
     datasets = []
     for spec in args.data:
         name, _, rest = spec.partition("=")
         path, _, protocol = rest.partition(":")
         datasets.append((name, Path(path), protocol or "paper"))
-    if not datasets:
+    if not args.data:
         from data_pipeline.default import default_dataset
 
-        datasets = [("synthetic", default_dataset(show_progress=False), "paper"),
-                    ("mssd sample", prepare_sample(args.work_dir / "sample_prepared"), "challenge")]
+        datasets.append(("synthetic", default_dataset(show_progress=False), "paper"))
+    sample = sample_dir(args.sample)
+    if sample is not None:
+        datasets.append(("mssd sample", prepare_sample(sample, args.work_dir / "sample_prepared"), "challenge"))
 
-    rows, baselines = [], {}
+    rows, speeds, baselines = [], [], {}
+    started = time.perf_counter()
     for name, path, protocol in datasets:
         for task in args.tasks:
             baselines[(name, task)] = baseline_maa(task, path, protocol)
-            for setting in ("no noise", "noise", "noise with decay"):
-                print(f"[ddpg benchmark] {name} / {task} / {setting} ...", file=sys.stderr, flush=True)
-                rows.append(run(name, path, protocol, task, setting, args))
-    ray.shutdown()
+            print(f"[ddpg benchmark] {name} / {task} / lstm ...", file=sys.stderr, flush=True)
+            lstm = lstm_speed(task, path, protocol, args)
+            for label, override in settings(args, task).items():
+                print(f"[ddpg benchmark] {name} / {task} / {label} ...", file=sys.stderr, flush=True)
+                rows.append({"data": name, "protocol": protocol, "task": task, "setting": label,
+                             **run_ddpg(task, path, protocol, override, args)})
+            dense = next(r for r in rows if r["data"] == name and r["task"] == task and r["setting"].startswith("dense"))
+            speeds.append({"data": name, "task": task, "ddpg": dense["sessions_per_s"], "lstm": lstm["sessions_per_s"],
+                           "updates": dense["updates_per_s"]})
+    elapsed = time.perf_counter() - started
 
     command = "python -m benchmarks.ddpg " + " ".join(argv if argv is not None else sys.argv[1:])
+    budget = ("one pass over the train split" if not args.sessions_per_epoch
+              else f"{args.sessions_per_epoch:,} training sessions")
     lines = [
-        "## DDPG (rl/): paper Experiment 6 on RLlib, val MAA and throughput",
+        "### DDPG (rl/): both formulations against the baselines, training speed against the LSTM",
         "",
-        f"Command: `{command.strip()}`  ",
-        f"Machine: {os.cpu_count()} CPUs ({cpu_model()}), shared with other jobs; torch {torch.__version__}, CPU.  ",
-        f"Budget per run: {args.epochs} RLlib iterations x {args.steps_per_iteration} env steps "
-        f"(first iteration fills the buffer), one update (batch {args.batch_size}) per {args.env_steps_per_update} env "
-        f"steps, hidden {args.hidden_size}, 1:99 popularity negatives, noise_mask_initial 0.3, decay "
-        f"{args.noise_mask_decay}/step. Val MAA on up to {args.eval_sessions} val sessions, no noise at evaluation.",
+        f"- command: `{command.strip()}` ({elapsed / 60:.1f} min)",
+        f"- machine: {describe_machine(load_at_start)}; torch {torch.__version__}, device {args.device}",
+        f"- budget per DDPG run: {args.epochs} epoch(s) of {budget}; val MAA on "
+        f"{args.eval_sessions or 'all'} val sessions, no noise at evaluation",
         "",
-        "| data (protocol) | task | exploration | val MAA final (best) % | MAA per iteration % | paper test MAA % | baselines (val MAA %) |",
-        "|---|---|---|---|---|---|---|",
+        "| data (protocol) | task | formulation / exploration | val MAA per epoch % | paper test MAA % | baselines (val MAA %) |",
+        "|---|---|---|---|---|---|",
     ]
     for r in rows:
         base = ", ".join(f"{k} {100 * v:.1f}" for k, v in baselines[(r["data"], r["task"])].items())
         curve = " ".join(f"{100 * m:.1f}" for m in r["curve"])
-        lines.append(
-            f"| {r['data']} ({r['protocol']}) | {r['task']} | {r['setting']} | {100 * r['final_maa']:.1f} "
-            f"({100 * r['best_maa']:.1f}) | {curve} | {PAPER[(r['task'], r['setting'])]} | {base} |"
-        )
-    lines += ["", "| data | task | bare env steps/s | env steps/s inside RLlib training | learner updates/s | s per run |",
-              "|---|---|---|---|---|---|"]
-    for r in rows:
-        if r["setting"] == "no noise":
-            lines.append(f"| {r['data']} | {r['task']} | {r['env_steps_per_s']:.0f} | {r['rllib_env_steps_per_s']:.0f} | "
-                         f"{r['updates_per_s']:.1f} | {r['seconds']:.0f} |")
-    emit("\n".join(lines), args.out)
+        lines.append(f"| {r['data']} ({r['protocol']}) | {r['task']} | {r['setting']} | {curve} | "
+                     f"{PAPER.get((r['task'], r['setting']), '-')} | {base} |")
+    lines += ["", "| data | task | DDPG (dense) training sessions/s | LSTM training sessions/s | DDPG / LSTM | DDPG learner updates/s |",
+              "|---|---|---:|---:|---:|---:|"]
+    for s in speeds:
+        lines.append(f"| {s['data']} | {s['task']} | {s['ddpg']:.0f} | {s['lstm']:.0f} | {s['ddpg'] / s['lstm']:.2f} | "
+                     f"{s['updates']:.1f} |")
+    if sample is None:
+        lines += ["", "The real MSSD sample was not run (give --sample DIR or MSSD_SAMPLE_DIR)."]
+    out = args.out
+    if args.quick:
+        lines += ["", "--quick: a smoke run (DDPG barely starts learning in 1,000 sessions); its figures are not results."]
+        out = None
+    if out and not quiet(load_at_start):
+        lines += ["", f"NOT WRITTEN to {out}: the load average at the start ({load_at_start:.1f}) was above the core "
+                      "count; rerun on a quiet machine."]
+        out = None
+    emit("\n".join(lines), out)
+    return 0
 
 
 if __name__ == "__main__":
-    main()
+    sys.exit(main())

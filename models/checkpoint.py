@@ -13,16 +13,23 @@ One layout for every model family (the supervised trainer, DDPG, GBDT):
   new raw sessions: vocabulary, categories, track-feature table, manifest,
   with their SHA-256 in ``trainer.json`` (a file from another dataset is refused).
 
-Errors name the file and say what is wrong (``CheckpointError``).
+``save_trainer_state`` writes the shared part (data files and ``trainer.json``)
+for any trainer of ``tuning.trainer.TrainerProtocol``, and ``rebuild_trainer``
+is the shared ``restore``: it checks the directory and calls the trainer's
+constructor with ``_restore_from``. Errors name the file and say what is wrong
+(``CheckpointError``).
 """
 
 from __future__ import annotations
 
 import json
+import shutil
 from pathlib import Path
 
 import numpy as np
 import torch
+
+from data_pipeline.dataset import is_uri
 
 STATE_FILE = "trainer.json"
 WEIGHTS_FILE = "checkpoint.pt"
@@ -148,3 +155,93 @@ def _as_tensors(value):
     if isinstance(value, (list, tuple)):
         return type(value)(_as_tensors(v) for v in value)
     return value
+
+
+def copy_data_files(source, directory: Path) -> None:
+    """Copy the prepared dataset's DATA_FILES into a checkpoint directory.
+
+    `source`: a PreparedDataset (local or at a URI) or a checkpoint directory that
+    already holds them (a restored trainer saving again).
+    """
+    for name in DATA_FILES:
+        target = Path(directory) / name
+        if isinstance(source, Path):
+            if (source / name).resolve() != target.resolve():
+                shutil.copyfile(source / name, target)
+        elif source.is_uri:
+            target.write_bytes(source.read_bytes(name))
+        elif (Path(source.root) / name).resolve() != target.resolve():
+            shutil.copyfile(Path(source.root) / name, target)
+
+
+def data_dir_string(data_dir: str | Path | None) -> str | None:
+    """How a checkpoint records its data directory: an absolute path, or the URI as given."""
+    if data_dir is None:
+        return None
+    return data_dir if is_uri(data_dir) else str(Path(data_dir).resolve())
+
+
+def saved_data_dir(state: dict) -> str | None:
+    """The prepared dataset a checkpoint was trained on, when its manifest is still there (else None)."""
+    saved = state.get("data_dir")
+    if not saved:
+        return None
+    if not is_uri(saved):
+        return saved if Path(saved, "manifest.json").exists() else None
+    import pyarrow as pa
+    from pyarrow import fs as pafs
+
+    try:
+        filesystem, base = pafs.FileSystem.from_uri(saved)
+        found = filesystem.get_file_info(f"{base.rstrip('/')}/manifest.json").type == pafs.FileType.File
+    except (pa.ArrowException, OSError, ValueError):
+        return None
+    return saved if found else None
+
+
+def save_trainer_state(directory: Path, trainer, data_source, data_dir, fingerprint: str, **extra) -> None:
+    """The part of a checkpoint every trainer writes alike: the data files, then ``trainer.json``.
+
+    `trainer` meets ``tuning.trainer.TrainerProtocol``; `data_source` is what
+    ``copy_data_files`` copies from; `extra` adds the family's own keys.
+    """
+    copy_data_files(data_source, directory)
+    write_state(directory, {
+        "task": trainer.task,
+        "model": trainer.model_name,
+        "config": trainer.config_dict(),
+        "protocol": trainer.protocol,
+        "seed": trainer.seed,
+        "input_path": trainer.input_path,
+        "epoch": trainer.epoch,
+        "data_dir": data_dir_string(data_dir),
+        "data_fingerprint": fingerprint,
+        "num_parameters": trainer.num_parameters,
+        **extra,
+    })
+
+
+def rebuild_trainer(cls, directory: str | Path, data_dir, device: str, files: tuple[str, ...]):
+    """A trainer of class `cls` from its checkpoint `directory` (the shared body of every ``restore``).
+
+    Checks ``trainer.json`` and that `files` (the family's weights) and the data
+    files are there; `data_dir` "saved" becomes the dataset it was trained on
+    when it still exists (else None: prediction only). A config the trainer
+    rejects becomes a CheckpointError naming ``trainer.json``.
+    """
+    directory = Path(directory)
+    state = read_state(directory)
+    missing = [name for name in (*files, *DATA_FILES) if not (directory / name).is_file()]
+    if missing:
+        raise CheckpointError(f"{directory}: incomplete checkpoint, missing {', '.join(missing)}")
+    if data_dir == "saved":
+        data_dir = saved_data_dir(state)
+    try:
+        return cls(
+            state["task"], state["model"], state["config"], data_dir, protocol=state["protocol"], device=device,
+            seed=int(state.get("seed", 0)), input_path=state.get("input_path", "memory"), _restore_from=directory,
+        )
+    except (TypeError, ValueError) as error:
+        if isinstance(error, CheckpointError):
+            raise
+        raise CheckpointError(f"{directory / STATE_FILE}: {error}") from None

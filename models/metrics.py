@@ -115,3 +115,25 @@ def evaluate_predictions(
     if top is not None:
         result.update(ranking_metrics(top, truth, mask))
     return result
+
+
+def gather_predictions(parts: list[dict]) -> dict:
+    """Join per-batch predictions (pred, truth, mask, loss_sum, weight[, top]) into one run with the mean loss.
+
+    What every trainer's ``predict_batches`` returns: pred, truth, mask
+    ([N, T] each), loss (the weighted mean) and top ([N, T, K]) when every
+    part has it.
+    """
+    if not parts:
+        empty = np.zeros((0, 10), np.int64)
+        return {"pred": empty, "truth": empty, "mask": empty.astype(bool), "loss": float("nan")}
+    weight = sum(p["weight"] for p in parts)
+    run = {
+        "pred": np.concatenate([p["pred"] for p in parts]),
+        "truth": np.concatenate([p["truth"] for p in parts]),
+        "mask": np.concatenate([p["mask"] for p in parts]),
+        "loss": sum(p["loss_sum"] for p in parts) / max(weight, 1),
+    }
+    if all("top" in p for p in parts):
+        run["top"] = np.concatenate([p["top"] for p in parts])
+    return run

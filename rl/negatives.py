@@ -1,10 +1,14 @@
 """Negative sampling for the session-replay environment (paper section 2.3, point 2).
 
-At each step the environment scores a small candidate set instead of the whole
-vocabulary: the logged (positive) track plus `ratio` negatives (the paper uses
-1:99). Negatives are drawn with replacement among the real tracks (ids from
-``FIRST_TRACK_ID``), either uniformly or in proportion to their training play
-count ("popularity"), and are never the positive itself.
+At each step of the paper formulation the environment scores a small candidate
+set instead of the whole vocabulary: the logged (positive) track plus `ratio`
+negatives (the paper uses 1:99). Negatives are drawn with replacement among the
+real tracks (ids from ``FIRST_TRACK_ID``), either uniformly or in proportion to
+their training play count ("popularity"), and are never the positive itself.
+
+Drawing is vectorised: one uniform number per negative, looked up in the
+cumulative distribution with ``searchsorted`` (O(log V) each), where
+``Generator.choice(p=...)`` rebuilds an O(V) table on every call.
 """
 
 from __future__ import annotations
@@ -14,6 +18,14 @@ import numpy as np
 from data_pipeline.schema import FIRST_TRACK_ID
 
 SAMPLING_MODES = ("popularity", "uniform")
+
+
+def play_counts(vocab, vocab_size: int) -> np.ndarray:
+    """Training play count per vocabulary id, float64 [vocab_size], from a prepared vocabulary table
+    (``vocab.parquet``: ``index`` and ``count`` columns)."""
+    counts = np.zeros(vocab_size)
+    counts[vocab.column("index").to_numpy()] = vocab.column("count").to_numpy()
+    return counts
 
 
 class NegativeSampler:
@@ -37,16 +49,23 @@ class NegativeSampler:
         weights = np.ones(len(counts)) if mode == "uniform" else np.maximum(counts, 0.0) + 1.0  # +1: unseen tracks stay drawable
         weights[:FIRST_TRACK_ID] = 0.0
         self.probabilities = weights / weights.sum()
+        self.cumulative = np.cumsum(self.probabilities)
         self.ratio = int(ratio)
         self.mode = mode
         self.rng = np.random.default_rng(seed)
 
+    def _draw(self, shape) -> np.ndarray:
+        # side="right": a uniform draw u lands on the first id whose cumulative mass exceeds it, so the
+        # reserved ids (zero mass) are never drawn; min() guards against rounding at the top end.
+        ids = np.searchsorted(self.cumulative, self.rng.random(shape), side="right")
+        return np.minimum(ids, len(self.cumulative) - 1)
+
     def sample(self, positives: np.ndarray) -> np.ndarray:
         """Negatives for each positive: int64 [B, ratio], none equal to its row's positive."""
         positives = np.asarray(positives, dtype=np.int64).reshape(-1)
-        negatives = self.rng.choice(len(self.probabilities), size=(len(positives), self.ratio), p=self.probabilities)
+        negatives = self._draw((len(positives), self.ratio))
         clash = negatives == positives[:, None]
         while clash.any():  # redraw only the clashing cells; terminates since >= 2 tracks have mass
-            negatives[clash] = self.rng.choice(len(self.probabilities), size=int(clash.sum()), p=self.probabilities)
+            negatives[clash] = self._draw(int(clash.sum()))
             clash = negatives == positives[:, None]
         return negatives

@@ -27,47 +27,56 @@ from __future__ import annotations
 import dataclasses
 import json
 import math
-import shutil
 import time
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Iterable, Protocol
+from typing import Iterable, Protocol, runtime_checkable
 
 import numpy as np
-import pyarrow as pa
 import torch
 
 from data_pipeline.dataset import PROTOCOLS, is_uri, open_prepared
 from data_pipeline.tasks import check_task, label_key
 from models.checkpoint import (
-    DATA_FILES,
     WEIGHTS_FILE,
     CheckpointError,
     load_array,
     load_weights,
-    read_state,
+    rebuild_trainer,
     resolve_device,
+    save_trainer_state,
     save_weights,
-    write_state,
 )
-from models.metrics import RANK_CUTOFF, evaluate_predictions
+from models.metrics import RANK_CUTOFF, evaluate_predictions, gather_predictions
 from tuning.batches import CACHE_MODES, TrainInput, iter_split_batches, to_torch
 
 
+@runtime_checkable
 class TrainerProtocol(Protocol):
     """One configuration of one model family: train epochs, evaluate, predict, save, restore.
 
     Constructed as ``cls(task=, model=, config=, data_dir=, protocol=, device=, seed=,
-    input_path=, cache_dir=)``. ``train_epoch`` returns at least ``epoch``,
+    input_path=, cache_dir=)``; ``data_dir=None`` is allowed only with the restore
+    path, for prediction. ``train_epoch`` returns at least ``epoch``,
     ``train_loss``, ``sessions_per_s``, ``sessions`` and ``seconds``; ``evaluate``
     the metrics of ``models.metrics.evaluate_predictions`` (with ``loss``);
     ``predict_batches`` ``pred``, ``truth``, ``mask`` ([N, 10] each), ``loss``
-    and, for the seq task, ``top`` ([N, 10, 10]: the ten best tracks per position).
+    and, for the seq task, ``top`` ([N, 10, 10]: the ten best tracks per position),
+    joined with ``models.metrics.gather_predictions``.
+
+    What every trainer does alike is written once, outside the trainers: the
+    device (``models.checkpoint.resolve_device``), the label column
+    (``data_pipeline.tasks.label_key``), the checkpoint layout and its checks
+    (``models.checkpoint.save_trainer_state`` and ``rebuild_trainer``, which
+    ``restore`` calls: plain JSON state, tensors loaded with ``weights_only=True``,
+    the dataset files needed to encode new data).
     """
 
     task: str
     model_name: str
     protocol: str
+    seed: int
+    input_path: str
     epoch: int
 
     @property
@@ -77,7 +86,7 @@ class TrainerProtocol(Protocol):
 
     def train_epoch(self) -> dict: ...
 
-    def evaluate(self, split: str = "val") -> dict: ...
+    def evaluate(self, split: str = "val", beam_size: int | None = None) -> dict: ...
 
     def predict_batches(self, batches: Iterable[dict[str, np.ndarray]], beam_size: int | None = None) -> dict: ...
 
@@ -162,6 +171,7 @@ class Trainer:
         self.dataset = open_prepared(self.data_dir) if self.data_dir is not None else None
         self.epoch = 0
         self.history: list[dict] = []
+        self.checkpoint_dir = _restore_from  # where it was restored from: the data files to save again
 
         torch.manual_seed(seed)
         np.random.seed(seed)
@@ -365,7 +375,6 @@ class Trainer:
         """Write a self-contained checkpoint directory (models.checkpoint: state, weights, data files)."""
         directory = Path(directory)
         directory.mkdir(parents=True, exist_ok=True)
-        copy_data_files(self.dataset if self.dataset is not None else self._checkpoint_dir, directory)
         save_weights(
             {
                 "model": self.model.state_dict(),
@@ -377,18 +386,8 @@ class Trainer:
             },
             directory / WEIGHTS_FILE,
         )
-        write_state(directory, {
-            "task": self.task,
-            "model": self.model_name,
-            "config": self.config_dict(),
-            "protocol": self.protocol,
-            "seed": self.seed,
-            "input_path": self.input_path,
-            "epoch": self.epoch,
-            "data_dir": data_dir_string(self.data_dir),
-            "data_fingerprint": self.fingerprint,
-            "num_parameters": self.num_parameters,
-        })
+        data_source = self.dataset if self.dataset is not None else self.checkpoint_dir
+        save_trainer_state(directory, self, data_source, self.data_dir, self.fingerprint)
         return directory
 
     @classmethod
@@ -398,82 +397,7 @@ class Trainer:
         `data_dir` defaults to the directory it was trained on, when it still
         exists; pass None to restore for prediction only (no train/evaluate).
         """
-        directory = Path(directory)
-        state = read_state(directory)
-        missing = [name for name in (WEIGHTS_FILE, *DATA_FILES) if not (directory / name).is_file()]
-        if missing:
-            raise CheckpointError(f"{directory}: incomplete checkpoint, missing {', '.join(missing)}")
-        if data_dir == "saved":
-            data_dir = saved_data_dir(state)
-        try:
-            trainer = cls(
-                state["task"], state["model"], state["config"], data_dir, protocol=state["protocol"], device=device,
-                seed=int(state.get("seed", 0)), input_path=state.get("input_path", "memory"), _restore_from=directory,
-            )
-        except (TypeError, ValueError) as error:
-            if isinstance(error, CheckpointError):
-                raise
-            raise CheckpointError(f"{directory / 'trainer.json'}: {error}") from None
-        trainer._checkpoint_dir = directory
-        return trainer
-
-
-def gather_predictions(parts: list[dict]) -> dict:
-    """Join per-batch predictions (pred, truth, mask, loss_sum, weight[, top]) into one run with the mean loss."""
-    if not parts:
-        empty = np.zeros((0, 10), np.int64)
-        return {"pred": empty, "truth": empty, "mask": empty.astype(bool), "loss": float("nan")}
-    weight = sum(p["weight"] for p in parts)
-    run = {
-        "pred": np.concatenate([p["pred"] for p in parts]),
-        "truth": np.concatenate([p["truth"] for p in parts]),
-        "mask": np.concatenate([p["mask"] for p in parts]),
-        "loss": sum(p["loss_sum"] for p in parts) / max(weight, 1),
-    }
-    if all("top" in p for p in parts):
-        run["top"] = np.concatenate([p["top"] for p in parts])
-    return run
-
-
-def copy_data_files(source, directory: Path) -> None:
-    """Copy the prepared dataset's DATA_FILES into a checkpoint directory.
-
-    `source`: a PreparedDataset (local or at a URI) or a checkpoint directory that
-    already holds them (a restored trainer saving again).
-    """
-    for name in DATA_FILES:
-        target = directory / name
-        if isinstance(source, Path):
-            if (source / name).resolve() != target.resolve():
-                shutil.copyfile(source / name, target)
-        elif source.is_uri:
-            target.write_bytes(source.read_bytes(name))
-        elif (Path(source.root) / name).resolve() != target.resolve():
-            shutil.copyfile(Path(source.root) / name, target)
-
-
-def data_dir_string(data_dir: str | Path | None) -> str | None:
-    """How a checkpoint records its data directory: an absolute path, or the URI as given."""
-    if data_dir is None:
-        return None
-    return data_dir if is_uri(data_dir) else str(Path(data_dir).resolve())
-
-
-def saved_data_dir(state: dict) -> str | None:
-    """The prepared dataset a checkpoint was trained on, when its manifest is still there (else None)."""
-    saved = state.get("data_dir")
-    if not saved:
-        return None
-    if not is_uri(saved):
-        return saved if Path(saved, "manifest.json").exists() else None
-    from pyarrow import fs as pafs
-
-    try:
-        filesystem, base = pafs.FileSystem.from_uri(saved)
-        found = filesystem.get_file_info(f"{base.rstrip('/')}/manifest.json").type == pafs.FileType.File
-    except (pa.ArrowException, OSError, ValueError):
-        return None
-    return saved if found else None
+        return rebuild_trainer(cls, directory, data_dir, device, files=(WEIGHTS_FILE,))
 
 
 def finite_or_none(value):

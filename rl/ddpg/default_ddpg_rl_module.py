@@ -5,7 +5,7 @@ action embedding):
 
     [obs] -> [state_encoder] -> s                      shared state embedding
     s -> [pi] -> mu(s) in [-1, 1]^D                    actor ("ideal track")
-    [s, a] -> [qf] -> Q(s, a)                          critic
+    [s, a, (P s) * a] -> [qf] -> Q(s, a)               critic, with a state-action cross term
     targets: target_state_encoder, target_pi, target_qf (soft-updated with tau)
 
 How the sharing is done within RLlib's module structure: the actor and the
@@ -17,7 +17,8 @@ needs. The action embedding is shared by construction: the actor's output is a
 point in the track-embedding space of the environment's fixed table, and the
 critic takes the action in that very space (no separate action encoder), so a
 critic gradient on Q(s, a) is a gradient with respect to the same coordinates
-the environment's dot product uses.
+the environment's dot product uses. The networks themselves are plain torch
+modules (torch/ddpg_networks.py), so a trained actor also runs without RLlib.
 """
 
 from __future__ import annotations

@@ -1,127 +1,199 @@
-"""The session-replay environment: gymnasium's and RLlib's checks, states, rewards."""
+"""The vectorised session-replay environment: RLlib's env-runner path, states, rewards of both formulations."""
 
 import numpy as np
 import pytest
-from gymnasium.utils.env_checker import check_env
 
+from data_pipeline.dataset import HALF_LENGTH, open_prepared
 from data_pipeline.schema import FIRST_TRACK_ID
-from rl.env import ENV_NAME, HISTORY_LENGTH, SessionReplayEnv, observation_size, register
+from rl.env import (
+    CONTEXT_SIZE,
+    ENV_NAME,
+    HISTORY_LENGTH,
+    SessionReplayEnv,
+    action_size,
+    observation_size,
+    register,
+)
 
 
 @pytest.fixture(scope="module")
 def one_hot_table(tiny_prepared, tmp_path_factory):
-    """Track i's embedding is the one-hot vector of i: an action picks exactly one track."""
-    from data_pipeline.dataset import open_prepared
-
+    """Track i's embedding is the one-hot vector of i: under ``paper`` an action picks exactly one track."""
     vocab = open_prepared(tiny_prepared).vocab_size
-    table = np.eye(vocab, dtype=np.float32)
     path = tmp_path_factory.mktemp("onehot") / "table.npy"
-    np.save(path, table)
+    np.save(path, np.eye(vocab, dtype=np.float32))
     return path
 
 
-def make_env(data_dir, table, task="skip", **extra):
-    return SessionReplayEnv(
-        {"data_dir": str(data_dir), "embeddings_path": str(table), "task": task, "negative_ratio": 9, **extra}
-    )
+@pytest.fixture(scope="module")
+def val(tiny_prepared):
+    """The val split as the dataset gives it (independent of the environment's own copy)."""
+    return open_prepared(tiny_prepared).numpy_split("val", "paper")
 
 
-def test_env_passes_gymnasium_env_checker(tiny_prepared, tiny_table):
-    env = make_env(tiny_prepared, tiny_table)
-    check_env(env, skip_render_check=True)
-    assert env.observation_space.shape == (observation_size(30),)
-    assert env.action_space.shape == (30,)
+def make_env(data_dir, table, task="skip", formulation="dense", num_envs=4, **extra):
+    return SessionReplayEnv({"data_dir": str(data_dir), "embeddings_path": str(table), "task": task,
+                             "formulation": formulation, "negative_ratio": 9, "num_envs": num_envs,
+                             "split": "val", **extra})
 
 
-def test_env_passes_rllib_env_runner_checks_and_replays_whole_output_halves(tiny_prepared, tiny_table, ray_session):
+def test_vector_env_runs_through_rllibs_env_runner_with_the_vector_entry_point(tiny_prepared, tiny_table, ray_session):
     from ray.rllib.env.single_agent_env_runner import SingleAgentEnvRunner
 
     from rl.ddpg import DDPGConfig
 
     register()
-    config = DDPGConfig().environment(
-        ENV_NAME,
-        env_config={"data_dir": str(tiny_prepared), "embeddings_path": str(tiny_table), "task": "skip", "negative_ratio": 9},
+    config = (
+        DDPGConfig()
+        .environment(ENV_NAME, env_config={"data_dir": str(tiny_prepared), "embeddings_path": str(tiny_table),
+                                           "task": "skip"}, normalize_actions=False, clip_actions=False)
+        .env_runners(num_env_runners=0, num_envs_per_env_runner=4, gym_env_vectorize_mode="vector_entry_point")
     )
-    runner = SingleAgentEnvRunner(config=config)  # gym.make with gymnasium's passive checker, RLlib's spaces check
-    episodes = runner.sample(num_episodes=3, random_actions=False)
-    assert [len(e) for e in episodes] == [10, 10, 10]  # paper protocol: one step per output track
-    assert all(set(np.unique(e.get_rewards())) <= {-1.0, 0.0, 1.0} for e in episodes)
+    runner = SingleAgentEnvRunner(config=config)
+    env = runner.env.unwrapped
+    assert isinstance(env, SessionReplayEnv) and env.num_envs == 4  # the creator's env itself, not 4 wrapped copies
+    assert env.single_action_space.shape == (1,)  # dense skip: one listen score
+    episodes = runner.sample(num_episodes=8, random_actions=True)
+    done = [e for e in episodes if e.is_done]
+    assert len(done) >= 8
+    assert all(len(e) == HALF_LENGTH for e in done)  # paper protocol: one step per output track
+    for episode in done:
+        rewards = np.asarray(episode.get_rewards())
+        assert ((rewards >= -1.0) & (rewards <= 1.0)).all()  # 1 - |a - y|^2 / 2 with a, y in [-1, 1]
+        observations = np.asarray(episode.get_observations())
+        assert all(env.single_observation_space.contains(o) for o in observations)
     runner.stop()
 
 
-def test_skip_rewards_listened_plus_one_skipped_minus_one_negative_zero(tiny_prepared, one_hot_table):
-    env = make_env(tiny_prepared, one_hot_table)
-    obs, _ = env.reset(options={"session": 0})
-    out_tracks, out_skips = env.data["out_tracks"][0], env.data["out_skip_2"][0]
-    rewards = []
-    for t in range(10):
-        action = np.zeros(env.action_space.shape, np.float32)
-        if t < 5:
-            action[out_tracks[t]] = 1.0  # point at the logged track: it is chosen
-        else:
-            action[out_tracks[t]] = -1.0  # point away: a negative (score 0 > -1) is chosen
-        obs, reward, terminated, truncated, info = env.step(action)
-        rewards.append(reward)
-        assert (info["chosen"] == info["positive"]) == (t < 5)
-    expected = [1.0 if s == 0 else -1.0 for s in out_skips[:5]] + [0.0] * 5
-    assert rewards == expected
-    assert terminated and not truncated
-
-
-def test_seq_rewards_one_only_for_the_logged_next_track(tiny_prepared, one_hot_table):
-    env = make_env(tiny_prepared, one_hot_table, task="seq")
-    env.reset(options={"session": 3})
-    positive = env.data["out_tracks"][3, 0]
-    hit = np.zeros(env.action_space.shape, np.float32)
-    hit[positive] = 1.0
-    assert env.step(hit)[1] == 1.0
-    miss = np.zeros(env.action_space.shape, np.float32)
-    miss[env.data["out_tracks"][3, 1]] = -1.0
-    assert env.step(miss)[1] == 0.0
-
-
-def test_state_holds_last_five_listened_tracks_and_their_product_with_the_session(tiny_prepared, tiny_table):
+def test_dense_skip_reward_is_one_for_the_outcome_minus_one_for_its_opposite(tiny_prepared, tiny_table, val):
     env = make_env(tiny_prepared, tiny_table)
-    obs, _ = env.reset(options={"session": 2})
-    data, table = env.data, env.table
-    listened = data["in_tracks"][2][(data["in_skip_2"][2] == 0) & data["in_mask"][2]][-HISTORY_LENGTH:]
+    sessions = np.array([0, 1, 2, 3])
+    for make_action, expected in ((lambda y: y, 1.0), (lambda y: -y, -1.0), (lambda y: 0.0 * y, 0.5)):
+        env.reset(options={"sessions": sessions})
+        for t in range(HALF_LENGTH):
+            y = np.where(val["out_skip_2"][sessions, t] == 0, 1.0, -1.0).astype(np.float32)[:, None]
+            _, reward, terminated, truncated, _ = env.step(make_action(y))
+            np.testing.assert_allclose(reward, expected, atol=1e-6)
+            assert not truncated.any() and terminated.all() == (t == HALF_LENGTH - 1)
+
+
+def test_dense_seq_reward_scores_the_action_against_the_logged_tracks_centred_unit_row(tiny_prepared, tiny_table, val):
+    env = make_env(tiny_prepared, tiny_table, task="seq", num_envs=2)
+    rows = np.load(tiny_table).astype(np.float32)
+    rows[:FIRST_TRACK_ID] = 0.0
+    centred = rows - rows[FIRST_TRACK_ID:].mean(axis=0)
+    unit = centred / np.linalg.norm(centred, axis=1, keepdims=True)
+    dim = rows.shape[1]
+    sessions = np.array([5, 6])
+    env.reset(options={"sessions": sessions})
+    exact = unit[val["out_tracks"][sessions, 0]] * np.sqrt(dim)
+    np.testing.assert_allclose(env.step(exact)[1], 1.0, atol=1e-5)  # the exact answer earns +1
+    action = np.random.default_rng(0).uniform(-1, 1, (2, dim)).astype(np.float32)
+    expected = 1.0 - ((action / np.sqrt(dim) - unit[val["out_tracks"][sessions, 1]]) ** 2).sum(axis=1) / 2.0
+    np.testing.assert_allclose(env.step(action)[1], expected, rtol=1e-5)
+
+
+def test_paper_skip_reward_plus_one_listened_minus_one_skipped_zero_when_a_negative_wins(tiny_prepared, one_hot_table, val):
+    env = make_env(tiny_prepared, one_hot_table, formulation="paper", num_envs=3)
+    sessions = np.array([0, 7, 9])
+    env.reset(options={"sessions": sessions})
+    dim = env.single_action_space.shape[0]
+    for t in range(HALF_LENGTH):
+        logged = val["out_tracks"][sessions, t]
+        action = np.zeros((3, dim), np.float32)
+        action[np.arange(3), logged] = 1.0 if t < 5 else -1.0  # point at the logged track, then away from it
+        reward = env.step(action)[1]
+        listened = val["out_skip_2"][sessions, t] == 0
+        expected = np.where(listened, 1.0, -1.0) if t < 5 else np.zeros(3)
+        np.testing.assert_array_equal(reward, expected)
+
+
+def test_paper_seq_reward_is_one_only_for_the_logged_track(tiny_prepared, one_hot_table, val):
+    env = make_env(tiny_prepared, one_hot_table, task="seq", formulation="paper", num_envs=2)
+    sessions = np.array([3, 4])
+    env.reset(options={"sessions": sessions})
+    dim = env.single_action_space.shape[0]
+    action = np.zeros((2, dim), np.float32)
+    action[0, val["out_tracks"][3, 0]] = 1.0  # row 0 points at its logged track
+    other = val["out_tracks"][4, 1] if val["out_tracks"][4, 1] != val["out_tracks"][4, 0] else FIRST_TRACK_ID
+    action[1, other] = 1.0  # row 1 points at another track
+    np.testing.assert_array_equal(env.step(action)[1], [1.0, 0.0])
+
+
+def _expected_history(data, session, task):
+    positive = data["in_mask"][session] & ((data["in_skip_2"][session] == 0) if task == "skip" else True)
+    kept = data["in_tracks"][session][positive][-HISTORY_LENGTH:]
     history = np.zeros(HISTORY_LENGTH, np.int64)
-    history[-len(listened):] = listened
-    tracks = table[history]  # (5, D)
-    session = tracks.sum(axis=0) / max(len(listened), 1)
-    dim = table.shape[1]
-    deep = obs[-2 * HISTORY_LENGTH * dim :]
-    np.testing.assert_allclose(deep[: HISTORY_LENGTH * dim], tracks.ravel(), rtol=1e-6)
-    np.testing.assert_allclose(deep[HISTORY_LENGTH * dim :], (tracks * session).ravel(), rtol=1e-5)
-    # After a listened output track, it becomes the newest history entry.
-    first = int(np.argmax(data["out_skip_2"][2] == 0))
+    history[HISTORY_LENGTH - len(kept):] = kept
+    return history
+
+
+@pytest.mark.parametrize("task", ["skip", "seq"])
+def test_state_holds_the_last_positive_tracks_their_product_with_the_session_and_the_played_track(
+    tiny_prepared, tiny_table, val, task
+):
+    env = make_env(tiny_prepared, tiny_table, task=task, num_envs=1)
+    rows = np.load(tiny_table).astype(np.float32)
+    rows[:FIRST_TRACK_ID] = 0.0
+    dim = rows.shape[1]
+    session = 2
+    obs, _ = env.reset(options={"sessions": [session]})
+    history = _expected_history(val, session, task)
+    tracks = rows[history]
+    mean = tracks.sum(axis=0) / max((history != 0).sum(), 1)
+    wide_deep = obs[0, CONTEXT_SIZE : CONTEXT_SIZE + 2 * HISTORY_LENGTH * dim]
+    np.testing.assert_allclose(wide_deep[: HISTORY_LENGTH * dim], tracks.ravel(), rtol=1e-6)
+    np.testing.assert_allclose(wide_deep[HISTORY_LENGTH * dim :], (tracks * mean).ravel(), rtol=1e-5, atol=1e-6)
+    assert obs.shape == (1, observation_size(task, "dense", dim))
+    assert obs[0, CONTEXT_SIZE - 1] == 0.0  # the step
+    if task == "skip":  # dense skip: the track about to be played, its product with the session, previous skip
+        played = rows[val["out_tracks"][session, 0]]
+        np.testing.assert_allclose(obs[0, -(2 * dim + 1) : -(dim + 1)], played, rtol=1e-6)
+        np.testing.assert_allclose(obs[0, -(dim + 1) : -1], played * mean, rtol=1e-5, atol=1e-6)
+        assert obs[0, -1] == val["in_skip_2"][session, val["n_in"][session] - 1]
+    # After a positive output track, it becomes the newest history entry.
+    positive = (val["out_skip_2"][session] == 0) if task == "skip" else np.ones(HALF_LENGTH, bool)
+    first = int(np.argmax(positive))
     for _ in range(first + 1):
-        obs, *_ = env.step(np.zeros(dim, np.float32))
-    np.testing.assert_allclose(obs[-2 * HISTORY_LENGTH * dim :][(HISTORY_LENGTH - 1) * dim : HISTORY_LENGTH * dim],
-                               table[data["out_tracks"][2, first]], rtol=1e-6)
+        obs, *_ = env.step(np.zeros((1, action_size(task, "dense", dim)), np.float32))
+    newest = obs[0, CONTEXT_SIZE + (HISTORY_LENGTH - 1) * dim : CONTEXT_SIZE + HISTORY_LENGTH * dim]
+    np.testing.assert_allclose(newest, rows[val["out_tracks"][session, first]], rtol=1e-6)
+    assert obs[0, CONTEXT_SIZE - 1] == pytest.approx((first + 1) / HALF_LENGTH)
 
 
-def test_env_rejects_a_table_of_the_wrong_vocabulary(tiny_prepared, tmp_path):
+def test_a_finished_row_restarts_on_the_next_step_with_reward_zero(tiny_prepared, tiny_table):
+    env = make_env(tiny_prepared, tiny_table, num_envs=2)
+    env.reset(seed=0, options={"sessions": [0, 1]})
+    action = np.ones((2, 1), np.float32)
+    for _ in range(HALF_LENGTH):
+        obs, reward, terminated, _, _ = env.step(action)
+    assert terminated.all()
+    obs, reward, terminated, _, _ = env.step(action)  # gymnasium's NEXT_STEP autoreset
+    np.testing.assert_array_equal(reward, 0.0)
+    assert not terminated.any()
+    assert (obs[:, CONTEXT_SIZE - 1] == 0.0).all()  # each row is at the first position of a new session
+
+
+def test_env_rejects_a_table_of_the_wrong_vocabulary_and_an_unknown_formulation(tiny_prepared, tiny_table, tmp_path):
     path = tmp_path / "bad.npy"
     np.save(path, np.zeros((FIRST_TRACK_ID + 1, 4), np.float32))
     with pytest.raises(ValueError, match="does not match the dataset's vocabulary"):
         make_env(tiny_prepared, path)
+    with pytest.raises(ValueError, match="unknown DDPG formulation"):
+        make_env(tiny_prepared, tiny_table, formulation="sparse")
 
 
 def test_env_replays_the_prepared_synthetic_dataset_with_the_word2vec_table(synthetic_prepared, tmp_path):
-    from data_pipeline.dataset import open_prepared
     from rl.env import track_embedding_table
 
     dataset = open_prepared(synthetic_prepared)
     table = track_embedding_table(dataset, dim=8, seed=0, cache_dir=tmp_path)
     assert np.load(table).shape == (dataset.vocab_size, 8 + dataset.track_features.shape[1])
-    env = make_env(synthetic_prepared, table)
-    check_env(env, skip_render_check=True)
-    env.reset(seed=0)
-    steps, terminated = 0, False
-    while not terminated:
-        _, reward, terminated, _, info = env.step(env.action_space.sample())
-        assert reward in (-1.0, 0.0, 1.0) and info["positive"] >= FIRST_TRACK_ID
-        steps += 1
-    assert steps == 10
+    env = SessionReplayEnv({"data_dir": str(synthetic_prepared), "embeddings_path": str(table), "task": "skip",
+                            "num_envs": 3})
+    obs, _ = env.reset(seed=0)
+    assert env.observation_space.contains(obs)
+    for t in range(HALF_LENGTH):
+        obs, reward, terminated, _, _ = env.step(env.action_space.sample())
+        assert env.observation_space.contains(obs) and ((reward >= -1.0) & (reward <= 1.0)).all()
+        assert terminated.all() == (t == HALF_LENGTH - 1) and terminated.any() == (t == HALF_LENGTH - 1)

@@ -102,9 +102,8 @@ def test_predict_fails_with_one_line_for_a_missing_checkpoint(tmp_path, capsys):
 def test_a_ddpg_checkpoint_predicts_new_raw_sessions_with_its_fitted_threshold(
     synthetic_raw, synthetic_prepared, tmp_path, ray_session
 ):
-    tiny = {"hidden_size": 16, "embedding_size": 8, "batch_size": 16, "learning_starts": 20,
-            "steps_per_iteration": 40, "iterations_per_epoch": 1, "env_steps_per_update": 10, "negative_ratio": 9,
-            "buffer_size": 1000}
+    tiny = {"hidden_size": 16, "embedding_size": 8, "batch_size": 32, "learning_starts": 40, "num_envs": 8,
+            "sessions_per_epoch": 40, "training_intensity": 1.0, "buffer_size": 2000}
     trainer = make_trainer("skip", "ddpg", tiny, synthetic_prepared, protocol="challenge",
                            cache_dir=tmp_path / "cache")
     trainer.train_epoch()

@@ -1,7 +1,7 @@
 """PyTorch DDPG Learner: the critic's TD loss and the actor's -Q(s, mu(s)).
 
-    y            = r + gamma^n * (1 - terminated) * Q'(s', mu'(s'))      (target nets, no grad)
-    critic loss  = mean(w * (Q(s, a) - y)^2)                             (w: replay weights, 1 if uniform)
+    y            = r + gamma * (1 - terminated) * Q'(s', mu'(s'))        (target nets, no grad)
+    critic loss  = mean((Q(s, a) - y)^2)                                 (uniform replay: no weights)
     actor loss   = -mean(Q(s, mu(s)))                                    (critic frozen)
 
 Both losses are summed into one backward pass: the module arranges that no
@@ -20,7 +20,6 @@ from ray.rllib.algorithms.algorithm_config import AlgorithmConfig
 from ray.rllib.core.columns import Columns
 from ray.rllib.core.learner.torch.torch_learner import TorchLearner
 from ray.rllib.utils.annotations import override
-from ray.rllib.utils.metrics import TD_ERROR_KEY
 from ray.rllib.utils.typing import ModuleID, TensorType
 
 from rl.ddpg.ddpg_learner import POLICY_LOSS_KEY, QF_LOSS_KEY, QF_MEAN_KEY, TD_ERROR_MEAN_KEY, DDPGLearner
@@ -31,29 +30,21 @@ class DDPGTorchLearner(DDPGLearner, TorchLearner):
     @override(TorchLearner)
     def configure_optimizers_for_module(self, module_id: ModuleID, config: AlgorithmConfig = None) -> None:
         module = self._module[module_id]
-        critic_params = self.get_parameters(module.state_encoder) + self.get_parameters(module.qf)
-        self.register_optimizer(
-            module_id=module_id,
-            optimizer_name="qf",
-            optimizer=torch.optim.Adam(critic_params),
-            params=critic_params,
-            lr_or_lr_schedule=config.critic_lr,
-        )
-        actor_params = self.get_parameters(module.pi)
-        self.register_optimizer(
-            module_id=module_id,
-            optimizer_name="policy",
-            optimizer=torch.optim.Adam(actor_params),
-            params=actor_params,
-            lr_or_lr_schedule=config.actor_lr,
-        )
+        groups = {
+            "qf": (self.get_parameters(module.state_encoder) + self.get_parameters(module.qf), config.critic_lr),
+            "policy": (self.get_parameters(module.pi), config.actor_lr),
+        }
+        for name, (params, lr) in groups.items():
+            self.register_optimizer(
+                module_id=module_id, optimizer_name=name, optimizer=torch.optim.Adam(params), params=params,
+                lr_or_lr_schedule=lr,
+            )
 
     @override(TorchLearner)
     def compute_loss_for_module(
         self, *, module_id: ModuleID, config: AlgorithmConfig, batch: Dict[str, Any], fwd_out: Dict[str, TensorType]
     ) -> TensorType:
         critic_loss, actor_loss, td_error = ddpg_losses(batch, fwd_out, config.gamma)
-        self.metrics.log_value(key=(module_id, TD_ERROR_KEY), value=td_error, reduce="item_series")
         self.metrics.log_dict(
             {
                 QF_LOSS_KEY: critic_loss,
@@ -71,12 +62,9 @@ def ddpg_losses(
     batch: Dict[str, Any], fwd_out: Dict[str, TensorType], gamma: float
 ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
     """(critic loss, actor loss, |TD error| per sample) for one train batch; see the module docstring."""
-    rewards = batch[Columns.REWARDS]
     not_done = 1.0 - batch[Columns.TERMINATEDS].float()
-    n_step = batch.get("n_step", torch.ones_like(rewards))
-    target = (rewards + not_done * gamma**n_step * fwd_out[QF_TARGET_NEXT]).detach()  # y
+    target = (batch[Columns.REWARDS] + not_done * gamma * fwd_out[QF_TARGET_NEXT]).detach()  # y
     q = fwd_out[QF_PREDS]
-    weights = batch.get("weights", torch.ones_like(rewards))
-    critic_loss = torch.mean(weights * (q - target) ** 2)
+    critic_loss = torch.mean((q - target) ** 2)
     actor_loss = -torch.mean(fwd_out[QF_ACTOR])
     return critic_loss, actor_loss, torch.abs(q - target).detach()

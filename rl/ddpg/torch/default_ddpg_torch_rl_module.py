@@ -6,7 +6,6 @@ from typing import Any, Dict
 
 import numpy as np
 import torch
-from torch import nn
 
 from ray.rllib.core.columns import Columns
 from ray.rllib.core.learner.utils import make_target_network
@@ -16,6 +15,7 @@ from ray.rllib.utils.annotations import override
 
 from rl.ddpg.default_ddpg_rl_module import QF_ACTOR, QF_PREDS, QF_TARGET_NEXT, DefaultDDPGRLModule
 from rl.ddpg.exploration import explore
+from rl.ddpg.torch.ddpg_networks import CrossCritic, policy_head, state_encoder
 
 
 class DefaultDDPGTorchRLModule(TorchRLModule, DefaultDDPGRLModule):
@@ -25,11 +25,11 @@ class DefaultDDPGTorchRLModule(TorchRLModule, DefaultDDPGRLModule):
     def setup(self):
         obs_dim = int(np.prod(self.observation_space.shape))
         action_dim = int(np.prod(self.action_space.shape))
-        hidden = int(self.model_config.get("hidden_size", 256))
-        self.state_encoder = nn.Sequential(nn.Linear(obs_dim, hidden), nn.ReLU())  # shared by actor and critic
-        self.pi = nn.Sequential(nn.Linear(hidden, hidden), nn.ReLU(), nn.Linear(hidden, action_dim), nn.Tanh())
+        hidden = int(self.model_config["hidden_size"])
+        self.state_encoder = state_encoder(obs_dim, hidden)  # shared by actor and critic
+        self.pi = policy_head(hidden, action_dim)
         if not self.inference_only:
-            self.qf = nn.Sequential(nn.Linear(hidden + action_dim, hidden), nn.ReLU(), nn.Linear(hidden, 1))
+            self.qf = CrossCritic(hidden, action_dim)
 
     @override(TargetNetworkAPI)
     def make_target_networks(self):
@@ -38,7 +38,7 @@ class DefaultDDPGTorchRLModule(TorchRLModule, DefaultDDPGRLModule):
         self.target_qf = make_target_network(self.qf)
 
     def _actor(self, obs: torch.Tensor) -> torch.Tensor:
-        return self.pi(self.state_encoder(obs))  # (B, D)
+        return self.pi(self.state_encoder(obs))  # (B, A)
 
     @override(TorchRLModule)
     def _forward_inference(self, batch: Dict[str, Any], **kwargs) -> Dict[str, Any]:
@@ -54,7 +54,7 @@ class DefaultDDPGTorchRLModule(TorchRLModule, DefaultDDPGRLModule):
     @override(TorchRLModule)
     def _forward_train(self, batch: Dict[str, Any], **kwargs) -> Dict[str, Any]:
         state = self.state_encoder(batch[Columns.OBS])  # (B, H)
-        out = {QF_PREDS: self._q(state, batch[Columns.ACTIONS], self.qf)}  # critic on replayed actions
+        out = {QF_PREDS: self.qf(state, batch[Columns.ACTIONS])}  # critic on replayed actions
         # Actor objective Q(s, mu(s)): the shared state embedding is detached and the
         # critic's parameters are frozen for this pass, so the actor loss moves only pi
         # (requires_grad is toggled, not no_grad, so the gradient still flows through Q
@@ -64,7 +64,7 @@ class DefaultDDPGTorchRLModule(TorchRLModule, DefaultDDPGRLModule):
         for p in critic_params:
             p.requires_grad_(False)
         detached = state.detach()
-        out[QF_ACTOR] = self._q(detached, self.pi(detached), self.qf)
+        out[QF_ACTOR] = self.qf(detached, self.pi(detached))
         for p, flag in zip(critic_params, was):
             p.requires_grad_(flag)
         if Columns.NEXT_OBS in batch:
@@ -72,17 +72,13 @@ class DefaultDDPGTorchRLModule(TorchRLModule, DefaultDDPGRLModule):
                 out[QF_TARGET_NEXT] = self.forward_target({Columns.OBS: batch[Columns.NEXT_OBS]})[QF_TARGET_NEXT]
         return out
 
-    @staticmethod
-    def _q(state: torch.Tensor, action: torch.Tensor, qf: nn.Module) -> torch.Tensor:
-        return qf(torch.cat([state, action.reshape(len(action), -1)], dim=-1)).squeeze(-1)  # (B,)
-
     @override(TargetNetworkAPI)
     def forward_target(self, batch: Dict[str, Any]) -> Dict[str, Any]:
         """Q'(s, mu'(s)) from the target networks, (B,)."""
         state = self.target_state_encoder(batch[Columns.OBS])
-        return {QF_TARGET_NEXT: self._q(state, self.target_pi(state), self.target_qf)}
+        return {QF_TARGET_NEXT: self.target_qf(state, self.target_pi(state))}
 
     @override(QNetAPI)
     def compute_q_values(self, batch: Dict[str, Any]) -> Dict[str, Any]:
         """Q(s, a) for the batch's observations and actions, (B,)."""
-        return {QF_PREDS: self._q(self.state_encoder(batch[Columns.OBS]), batch[Columns.ACTIONS], self.qf)}
+        return {QF_PREDS: self.qf(self.state_encoder(batch[Columns.OBS]), batch[Columns.ACTIONS])}
