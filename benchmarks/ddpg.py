@@ -35,7 +35,7 @@ import numpy as np
 
 REPO = Path(__file__).resolve().parents[1]
 
-from benchmarks.machine import describe_machine, emit, load_average, quiet  # noqa: E402
+from benchmarks.machine import describe_machine, emit_result, load_average  # noqa: E402
 
 SAMPLE_FILES = ("log_sample.csv.gz", "tf_small_covered.csv")
 PAPER = {("skip", "paper: no noise"): "43.0", ("skip", "paper: noise"): "43.7",
@@ -209,11 +209,7 @@ def main(argv=None) -> int:
     if args.quick:
         lines += ["", "--quick: a smoke run (DDPG barely starts learning in 1,000 sessions); its figures are not results."]
         out = None
-    if out and not quiet(load_at_start):
-        lines += ["", f"NOT WRITTEN to {out}: the load average at the start ({load_at_start:.1f}) was above the core "
-                      "count; rerun on a quiet machine."]
-        out = None
-    emit("\n".join(lines), out)
+    emit_result(lines, out, load_at_start)
     return 0
 
 

@@ -37,6 +37,17 @@ def describe_machine(load_at_start: float) -> str:
             f"{load_at_start:.1f} at the start, {load_average():.1f} at the end")
 
 
+def emit_result(lines: list[str], out: Path | None, load_at_start: float) -> None:
+    """Print a benchmark's result block; write it to `out` too only when the run started on a quiet machine
+    (otherwise the block says why it was not written)."""
+    if out and not quiet(load_at_start):
+        lines = [*lines, "", f"NOT WRITTEN to {out}: the load average at the start ({load_at_start:.1f}) was above the "
+                 f"{os.cpu_count()} cores, so other work shared the CPUs and slowed every wall-clock figure; rerun on "
+                 "a quiet machine."]
+        out = None
+    emit("\n".join(lines), out)
+
+
 def quiet(load_at_start: float) -> bool:
     """Whether a run that started at this load average measured a quiet machine (load at most the cores).
 

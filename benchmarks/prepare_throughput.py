@@ -49,7 +49,7 @@ from pathlib import Path
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
-from benchmarks.machine import cpu_model, descendants, emit, load_average  # noqa: E402
+from benchmarks.machine import cpu_model, descendants, emit_result, load_average  # noqa: E402
 
 TARGET_VS_READ, GOAL_VS_READ, TARGET_VS_PANDAS = 0.4, 0.7, 10.0
 
@@ -308,13 +308,7 @@ def main() -> int:
     load_at_end = load_average()
     lines.append(f"- load average (1 min): {load_at_start:.1f} at the start, {load_at_end:.1f} at the end, "
                  f"on {os.cpu_count()} cores")
-    out = args.out
-    if out and load_at_start > (os.cpu_count() or 1):
-        lines.append(f"- NOT WRITTEN to {out}: the load average at the start ({load_at_start:.1f}) was above the "
-                     f"{os.cpu_count()} cores, so other work shared the CPUs and every wall-clock figure above is "
-                     "slowed by it; run again on a quiet machine")
-        out = None
-    emit("\n".join(lines), out)
+    emit_result(lines, args.out, load_at_start)
     return 0
 
 

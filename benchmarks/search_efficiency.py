@@ -40,7 +40,7 @@ import tempfile
 import time
 from pathlib import Path
 
-from benchmarks.machine import describe_machine, emit, load_average, quiet
+from benchmarks.machine import describe_machine, emit_result, load_average
 
 
 def small_dataset(root: Path, sessions: int) -> Path:
@@ -198,12 +198,7 @@ def main(argv=None) -> int:
     lines += [f"Overhead: {args.overhead_trials} trials of a trivial trainable (one report, no work), 2 at a time:",
               "", "| searcher | trials per minute |", "|---|---:|"]
     lines += [f"| {label} | {rate:.1f} |" for label, rate in overhead.items()]
-    out = args.out
-    if out and not quiet(load_at_start):
-        lines += ["", f"NOT WRITTEN to {out}: the load average at the start ({load_at_start:.1f}) was above the core count; "
-                      "rerun on a quiet machine."]
-        out = None
-    emit("\n".join(lines), out)
+    emit_result(lines, args.out, load_at_start)
     return 0
 
 
