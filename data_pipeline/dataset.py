@@ -47,10 +47,12 @@ from data_pipeline.schema import (
     FORMAT_VERSION,
     MAX_SESSION_LENGTH,
     PREPARED_FILES,
+    READABLE_FORMAT_VERSIONS,
     SEQUENCE_COLUMN_NAMES,
     SPLITS,
     UNK_ID,
     SchemaError,
+    from_shard_table,
 )
 
 HALF_LENGTH = MAX_SESSION_LENGTH // 2
@@ -146,10 +148,10 @@ class PreparedDataset:
             )
         self.manifest: dict = json.loads(self.read_bytes("manifest.json"))
         version = self.manifest.get("format_version")
-        if version != FORMAT_VERSION:
+        if version not in READABLE_FORMAT_VERSIONS:
             raise SchemaError(
-                f"{self.root}: prepared with format version {version}, this code reads version "
-                f"{FORMAT_VERSION}. Prepare the raw data again with this version."
+                f"{self.root}: prepared with format version {version}, this code reads versions "
+                f"{', '.join(map(str, READABLE_FORMAT_VERSIONS))} (and writes {FORMAT_VERSION}). Prepare the raw data again with this version."
             )
         self.categories: dict[str, list[str]] = json.loads(self.read_bytes("categories.json"))
 
@@ -249,7 +251,8 @@ class PreparedDataset:
 
 
 def table_to_batch(table: pa.Table) -> dict[str, np.ndarray]:
-    """A prepared-session table as numpy: per-position columns become [N, 20] arrays."""
+    """Prepared-session rows (as read from a shard) as numpy: per-position columns become [N, 20] arrays."""
+    table = from_shard_table(table)
     batch: dict[str, np.ndarray] = {}
     for name in table.column_names:
         column = table.column(name).combine_chunks()

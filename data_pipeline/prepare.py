@@ -13,8 +13,9 @@ folders, or their parent (``readers.find_raw_files``). The passes:
    (``sessions.sessionize_file``); the records stay in Ray's object store.
    Meanwhile a Ray task parses the track-feature files
    (``features.read_track_features``);
-2. *count* (Ray Data, one task per staged block): plays per track and split,
-   categorical values, drops by reason; the driver adds them up
+2. *count*: each pass-1 task also counted its blocks (plays per track and
+   split, categorical values, drops by reason) into a ``counts`` column; the
+   driver reads that column alone and adds them up
    (``manifest.Totals``), merges the sessions cut at file boundaries
    (``sessions.merge_fragments``) and drops every copy of an id complete in
    two places;
@@ -68,16 +69,17 @@ from data_pipeline import readers
 from data_pipeline.features import build_track_features, read_track_features
 from data_pipeline.manifest import Books, Totals, build_manifest, split_entries, summary_table, vocabulary_entry
 from data_pipeline.ray_runtime import init_ray
-from data_pipeline.schema import FIRST_TRACK_ID, FORMAT_VERSION, PREPARED_FILES, SPLITS, SchemaError
+from data_pipeline.schema import CONTENT_VERSION, FIRST_TRACK_ID, PREPARED_FILES, SPLITS, SchemaError, to_shard_table
 from data_pipeline.encoding import encode_block
 from data_pipeline.sessions import (
     DROP_REASONS,
     EXAMPLES_PER_REASON,
     KEPT,
     MergeResult,
+    COUNTS_COLUMN,
     count_block,
-    count_blocks,
     merge_fragments,
+    read_counts,
     sessionize_files,
 )
 from data_pipeline.splits import SplitRule
@@ -179,7 +181,7 @@ class PrepareOptions:
 def fingerprint(files: readers.RawFiles, options: PrepareOptions) -> str:
     """Hash of the inputs (names, sizes, first/last MiB) and of the options that shape the output."""
     content = {
-        "format_version": FORMAT_VERSION,
+        "format_version": CONTENT_VERSION,
         "inputs": readers.input_fingerprint(files),
         "vocabulary": options.vocabulary_rule(),
         "split": asdict(options.split_rule()),
@@ -297,14 +299,11 @@ def _sessionize_pass(options: PrepareOptions, files: readers.RawFiles, rule: Spl
 
 
 def _count_pass(staged) -> Totals:
-    """Per-block counts (a task per block), added up on the driver."""
-    import pickle
-
+    """Every block's counts, made in pass 1 and read from its ``counts`` column alone, added up on the driver."""
     totals = Totals()
-    counted = staged.map_batches(count_blocks, batch_size=None, batch_format="pyarrow")
-    for batch in counted.iter_batches(batch_size=None, batch_format="pyarrow"):
-        for payload in batch.column("counts").to_pylist():
-            totals.add(pickle.loads(payload))
+    for batch in staged.select_columns([COUNTS_COLUMN]).iter_batches(batch_size=None, batch_format="pyarrow"):
+        for counts in read_counts(batch.column(COUNTS_COLUMN)):
+            totals.add(counts)
     return totals
 
 
@@ -337,8 +336,6 @@ def _add_merged(totals: Totals, merge: MergeResult) -> int:
 
 def _drop_duplicate_ids(staged, merge: MergeResult, totals: Totals) -> np.ndarray:
     """Hashes of session ids kept in two places: every copy is taken back out of the counts and counted as dropped."""
-    import ray.data
-
     hashes, lengths, _ = totals.kept()
     unique, counts = np.unique(hashes, return_counts=True)
     duplicates = unique[counts > 1]
@@ -349,9 +346,8 @@ def _drop_duplicate_ids(staged, merge: MergeResult, totals: Totals) -> np.ndarra
         mask = np.isin(table.column("hash").to_numpy(), duplicates) & (table.column("status").to_numpy() == KEPT)
         return table.filter(pa.array(mask))
 
-    source = staged if not merge.merged.num_rows else staged.union(ray.data.from_arrow(merge.merged))
     copies = pa.concat_tables([merge.merged.slice(0, 0)] + [
-        batch for batch in source.map_batches(copies_of, batch_size=None, batch_format="pyarrow")
+        batch for batch in _records(staged, merge).map_batches(copies_of, batch_size=None, batch_format="pyarrow")
         .iter_batches(batch_size=None, batch_format="pyarrow")
     ])
     totals.subtract(count_block(copies))
@@ -363,13 +359,18 @@ def _drop_duplicate_ids(staged, merge: MergeResult, totals: Totals) -> np.ndarra
     return duplicates
 
 
+def _records(staged, merge: MergeResult):
+    """Every staged record, without pass 1's counts column, and the sessions merged from fragments."""
+    import ray.data
+
+    records = staged.drop_columns([COUNTS_COLUMN])
+    return records if not merge.merged.num_rows else records.union(ray.data.from_arrow(merge.merged))
+
+
 def _encode_pass(staged, merge: MergeResult, vocab_ids: pa.Array, categories: dict, duplicates: np.ndarray,
                  staging: Path) -> dict[str, int]:
     """Pass 2: kept sessions -> parquet shards under staging/sessions/<split>/; returns shards per split."""
-    import ray.data
-
-    source = staged if not merge.merged.num_rows else staged.union(ray.data.from_arrow(merge.merged))
-    written = source.map_batches(
+    written = _records(staged, merge).map_batches(
         write_shards,
         fn_kwargs={"out": str(staging / "sessions"), "vocab_track_ids": vocab_ids.slice(FIRST_TRACK_ID),
                    "categories": categories, "drop_hashes": duplicates},
@@ -400,7 +401,7 @@ def write_shards(table: pa.Table, out: str, **encoding) -> pa.Table:
         if part.num_rows:
             path = Path(out) / split / f"{key}.parquet"
             path.parent.mkdir(parents=True, exist_ok=True)
-            pq.write_table(part, path, **SHARD_WRITE_OPTIONS)
+            pq.write_table(to_shard_table(part), path, **SHARD_WRITE_OPTIONS)
             shards.append(str(path))
     return pa.table({"shard": pa.array(shards, pa.string())})
 

@@ -7,7 +7,10 @@ and the encodings of the categorical ones.
 Prepared side: the per-session columns that ``data_pipeline.prepare`` writes and
 that every trainer reads (the README's "Your own MSSD data" describes the
 folder). Every per-position column is a fixed-length list of
-``MAX_SESSION_LENGTH`` values, padded after ``length``.
+``MAX_SESSION_LENGTH`` values, padded after ``length``
+(``PREPARED_SESSION_SCHEMA``). In the parquet shards each of those lists is
+stored as one fixed-size binary cell (``SHARD_SCHEMA``, ``to_shard_table`` /
+``from_shard_table``), because parquet has no fixed-size list type.
 
 ``validate_log_columns`` / ``validate_track_feature_columns`` are the one place
 that checks a file's header against these schemas; their errors name the file
@@ -20,7 +23,12 @@ from dataclasses import dataclass
 
 import pyarrow as pa
 
-FORMAT_VERSION = 1
+FORMAT_VERSION = 2
+# Version 1 stored the per-position columns as parquet lists; its shards read the same (``from_shard_table``).
+READABLE_FORMAT_VERSIONS = (1, 2)
+# The version of what a prepared dataset holds (sessions, vocabulary, splits), which its fingerprint hashes:
+# version 2 changed only how shards lay the values out, so the same data keeps its fingerprint (and caches).
+CONTENT_VERSION = 1
 
 MIN_SESSION_LENGTH = 10
 MAX_SESSION_LENGTH = 20
@@ -218,6 +226,63 @@ PREPARED_SESSION_SCHEMA = pa.schema(
         *[pa.field(c.name, pa.list_(c.dtype, MAX_SESSION_LENGTH)) for c in SEQUENCE_COLUMNS],
     ]
 )
+
+# On disk (format version 2), each per-position column of a shard holds one fixed-size binary cell per session:
+# its 20 values, little-endian. Parquet has no fixed-size list; written as a nested list, every value costs a
+# definition and a repetition level. Measured on 60K sessions (one core): writing 0.25 s as lists against 0.08 s
+# as binary cells, reading 0.32 s against 0.05 s, 6.7 MB against 5.2 MB. Both conversions are zero-copy.
+SHARD_SCHEMA = pa.schema([
+    pa.field(f.name, pa.binary(f.type.list_size * f.type.value_type.byte_width))
+    if pa.types.is_fixed_size_list(f.type) else f
+    for f in PREPARED_SESSION_SCHEMA
+])
+
+
+def to_shard_table(table: pa.Table) -> pa.Table:
+    """Prepared sessions (``PREPARED_SESSION_SCHEMA``) -> the on-disk layout (``SHARD_SCHEMA``), without a copy."""
+    columns = []
+    for field in SHARD_SCHEMA:
+        column = table.column(field.name)
+        if pa.types.is_fixed_size_binary(field.type):
+            column = pa.chunked_array([_as_cells(chunk, field.type) for chunk in column.chunks], field.type)
+        columns.append(column)
+    return pa.table(columns, schema=SHARD_SCHEMA)
+
+
+def from_shard_table(table: pa.Table) -> pa.Table:
+    """Shard rows (``SHARD_SCHEMA``, or version 1's lists) -> ``PREPARED_SESSION_SCHEMA`` columns, without a copy.
+
+    Columns absent from `table` (a read of some columns only) stay absent.
+    """
+    columns, fields = [], []
+    for name in table.column_names:
+        column = table.column(name)
+        want = PREPARED_SESSION_SCHEMA.field(name).type if name in PREPARED_SESSION_SCHEMA.names else column.type
+        if pa.types.is_fixed_size_binary(column.type) and pa.types.is_fixed_size_list(want):
+            column = pa.chunked_array([_as_list(chunk, want) for chunk in column.chunks], want)
+        columns.append(column)
+        fields.append(pa.field(name, column.type))
+    return pa.table(columns, schema=pa.schema(fields))
+
+
+def _as_cells(chunk: pa.FixedSizeListArray, cell_type: pa.DataType) -> pa.Array:
+    values = chunk.flatten()  # honours the chunk's offset
+    if chunk.null_count or values.null_count:
+        raise ValueError("a per-position column of prepared sessions holds nulls")
+    width = values.type.byte_width
+    data = values.buffers()[1].slice(values.offset * width, len(values) * width)
+    return pa.Array.from_buffers(cell_type, len(chunk), [None, data])
+
+
+def _as_list(chunk: pa.FixedSizeBinaryArray, list_type: pa.DataType) -> pa.Array:
+    width = list_type.value_type.byte_width
+    cell = list_type.list_size * width
+    if chunk.null_count:
+        raise ValueError("a per-position column of prepared sessions holds nulls")
+    data = chunk.buffers()[1].slice(chunk.offset * cell, len(chunk) * cell)
+    values = pa.Array.from_buffers(list_type.value_type, len(chunk) * list_type.list_size, [None, data])
+    return pa.FixedSizeListArray.from_arrays(values, type=list_type)
+
 
 SPLITS = ("train", "val", "test")
 PREPARED_FILES = ("manifest.json", "vocab.parquet", "track_features.npy", "categories.json")

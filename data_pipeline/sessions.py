@@ -31,7 +31,10 @@
    sessions that span chunks all travel to the driver as fragments.
 2. ``count_block``: the counts the driver adds up (``manifest.Totals``): plays
    per track and split, categorical values, drops by reason, kept session
-   hashes (to find an id complete in two places), and the fragments.
+   hashes (to find an id complete in two places), and the fragments. The Ray
+   Data task counts each block as it makes it (``sessionize_files``) and
+   carries the counts in the block's ``counts`` column, so the driver reads
+   that one column rather than every block a second time.
 
 Staged records then become the prepared format in ``encoding.encode_block``.
 
@@ -416,10 +419,33 @@ def _sessionize_chunk(chunk: pa.Table, path: Path, rule: SplitRule, file: int, f
         raise readers.RawInputError(f"{path}: {error}") from None
 
 
+COUNTS_COLUMN = "counts"
+
+
 def sessionize_files(batch: pa.Table, paths: Sequence[str], rule: SplitRule) -> Iterator[pa.Table]:
-    """Ray Data task: the log files whose indices are in ``batch['file']`` -> staged blocks."""
+    """Ray Data task: the log files whose indices are in ``batch['file']`` -> staged blocks with their counts.
+
+    Each block gains a ``counts`` column: its pickled BlockCounts in the first
+    row, null in the others (``with_counts``). Counting here, while the block
+    is in memory, spares the driver a second pass that would read every block
+    back from the object store: it reads this column alone (``read_counts``).
+    """
     for file in batch.column("file").to_pylist():
-        yield from sessionize_file(Path(paths[file]), file, rule)
+        for block in sessionize_file(Path(paths[file]), file, rule):
+            yield with_counts(block)
+
+
+def with_counts(block: pa.Table) -> pa.Table:
+    """A staged block with its ``count_block`` in a ``counts`` column (first row; null elsewhere)."""
+    cells = pa.nulls(block.num_rows, pa.binary())
+    if block.num_rows:
+        cells = pa.concat_arrays([pa.array([pickle.dumps(count_block(block))], pa.binary()), cells.slice(1)])
+    return block.append_column(COUNTS_COLUMN, cells)
+
+
+def read_counts(column: pa.ChunkedArray | pa.Array) -> list[BlockCounts]:
+    """The BlockCounts carried in a ``counts`` column (one per block that went into it)."""
+    return [pickle.loads(payload) for payload in column.drop_null().to_pylist()]
 
 
 # ---------------------------------------------------------------------------
@@ -666,8 +692,3 @@ def _compact(records: pa.Table) -> pa.Table:
             column = pc.dictionary_encode(column.cast(kind.value_type)).cast(kind)
         columns.append(column)
     return pa.table(columns, schema=records.schema)
-
-
-def count_blocks(table: pa.Table) -> pa.Table:
-    """Ray Data task: a staged block -> one row holding its pickled BlockCounts."""
-    return pa.table({"counts": pa.array([pickle.dumps(count_block(table))], pa.binary())})

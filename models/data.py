@@ -29,9 +29,11 @@ def train_session_tracks(dataset, max_sessions: int = 0) -> tuple[np.ndarray, np
     """
     import pyarrow.parquet as pq
 
+    from data_pipeline.schema import from_shard_table
+
     tracks, lengths, total = [], [], 0
     for path in dataset.split_files("train"):
-        table = pq.read_table(path, columns=["tracks", "length"])
+        table = from_shard_table(pq.read_table(path, columns=["tracks", "length"]))
         length = table.column("length").to_numpy().astype(np.int64)
         matrix = table.column("tracks").combine_chunks().flatten().to_numpy().reshape(len(length), -1)
         tracks.append(matrix.astype(np.int64))

@@ -11,7 +11,7 @@ import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
-from data_pipeline.schema import PREPARED_SESSION_SCHEMA, SPLITS
+from data_pipeline.schema import PREPARED_SESSION_SCHEMA, SPLITS, from_shard_table
 
 
 def _update(digest, column: pa.ChunkedArray) -> None:
@@ -29,7 +29,7 @@ def prepared_digest(root: Path) -> dict[str, str]:
     out = {}
     for split in SPLITS:
         shards = sorted((root / "sessions" / split).glob("*.parquet"))
-        table = pa.concat_tables([PREPARED_SESSION_SCHEMA.empty_table()] + [pq.read_table(s) for s in shards])
+        table = pa.concat_tables([PREPARED_SESSION_SCHEMA.empty_table()] + [from_shard_table(pq.read_table(s)) for s in shards])
         table = table.take(pc.sort_indices(table, [("session_id", "ascending")]))
         digest = hashlib.blake2b(digest_size=12)
         for name in PREPARED_SESSION_SCHEMA.names:

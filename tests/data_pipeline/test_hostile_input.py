@@ -20,7 +20,7 @@ import pytest
 from data_pipeline import readers
 from data_pipeline.dataset import open_prepared
 from data_pipeline.prepare import PrepareOptions, main, prepare
-from data_pipeline.schema import FIRST_TRACK_ID, LOG_COLUMNS, TRACK_FEATURE_NAMES, SchemaError
+from data_pipeline.schema import FIRST_TRACK_ID, LOG_COLUMNS, TRACK_FEATURE_NAMES, SchemaError, from_shard_table
 from data_pipeline.encoding import sessions_from_raw
 from tests.data_pipeline.mssd_rows import HEADER, feature_row, session_rows, write_features, write_log
 
@@ -139,7 +139,7 @@ def test_a_session_merged_across_files_has_zeros_past_its_end_in_every_column(tm
     manifest = _prepare(raw, tmp_path / "out")
     assert manifest["sessions"]["merged_from_fragments"] == 1
     data = open_prepared(tmp_path / "out")
-    table = pa.concat_tables([pq.read_table(f) for f in data.split_files("train")])
+    table = pa.concat_tables([from_shard_table(pq.read_table(f)) for f in data.split_files("train")])
     row = table.to_pylist()[table.column("session_id").to_pylist().index("s_split")]
     assert row["length"] == 11
     for name in ("tracks", "skip_2", "premium", "n_seekfwd", "hour_of_day", "reason_start", "not_skipped"):

@@ -39,7 +39,7 @@ from data_pipeline import readers
 from data_pipeline.features import build_track_features, read_track_features
 from data_pipeline.prepare import main
 from data_pipeline.schema import FIRST_TRACK_ID, RESERVED_TOKENS, TRACK_FEATURE_COLUMNS, SchemaError
-from data_pipeline.sessions import DROPPED, FRAGMENT, KEPT, count_block, merge_fragments, sessionize_file
+from data_pipeline.sessions import COUNTS_COLUMN, DROPPED, FRAGMENT, KEPT, merge_fragments, read_counts, sessionize_files
 from data_pipeline.splits import SplitRule
 from tests.data_pipeline.mssd_rows import HEADER, feature_row, session_rows
 
@@ -209,13 +209,13 @@ def test_every_row_of_a_damaged_log_is_accounted_for_or_the_file_is_named(log):
         try:
             files = readers.find_raw_files(Path(folder))
             readers.check_headers(files)
-            blocks = list(sessionize_file(path, 0, SplitRule()))
+            blocks = list(sessionize_files(pa.table({"file": [0]}), [str(path)], SplitRule()))
         except SchemaError as error:
             _assert_one_line_naming(error, log, path)
             return
         assert log.records is not None, "a file that is not readable text was read"
-        records = pa.concat_tables(blocks) if blocks else None
-        rows_read = sum(count_block(b).rows for b in blocks)
+        rows_read = sum(counts.rows for block in blocks for counts in read_counts(block.column(COUNTS_COLUMN)))
+        records = pa.concat_tables([b.drop_columns([COUNTS_COLUMN]) for b in blocks]) if blocks else None
         assert rows_read == log.records
         if records is None:
             return

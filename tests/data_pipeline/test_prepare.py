@@ -3,10 +3,12 @@
 from __future__ import annotations
 
 import json
+import shutil
 from pathlib import Path
 
 import numpy as np
 import pandas as pd
+import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 
@@ -18,9 +20,11 @@ from data_pipeline.schema import (
     MODE_VALUES,
     PREPARED_SESSION_SCHEMA,
     RESERVED_TOKENS,
+    SHARD_SCHEMA,
     SPLITS,
     TRACK_FEATURE_NAMES,
     UNK_ID,
+    from_shard_table,
 )
 
 
@@ -57,10 +61,27 @@ def test_split_shares_follow_the_fractions(synthetic_prepared):
     assert abs(shares["val"] - 0.1) < 0.03 and abs(shares["test"] - 0.1) < 0.03
 
 
-def test_shards_have_the_prepared_schema(synthetic_prepared):
+def test_shards_have_the_shard_schema_and_read_back_as_prepared_sessions(synthetic_prepared):
     for split in SPLITS:
         for shard in open_prepared(synthetic_prepared).split_files(split):
-            assert pq.read_schema(shard).equals(PREPARED_SESSION_SCHEMA)
+            assert pq.read_schema(shard).equals(SHARD_SCHEMA)
+            assert from_shard_table(pq.read_table(shard)).schema.equals(PREPARED_SESSION_SCHEMA)
+
+
+def test_a_dataset_with_version_1_shards_reads_the_same(synthetic_prepared, tmp_path):
+    """Version 1 wrote the per-position columns as parquet lists: such a dataset still opens and reads the same."""
+    old = tmp_path / "v1"
+    shutil.copytree(synthetic_prepared, old)
+    for shard in (old / "sessions").glob("*/*.parquet"):
+        pq.write_table(from_shard_table(pq.read_table(shard)), shard)
+    manifest = json.loads((old / "manifest.json").read_text())
+    (old / "manifest.json").write_text(json.dumps({**manifest, "format_version": 1}))
+    assert pa.types.is_fixed_size_list(pq.read_schema(next((old / "sessions").glob("train/*.parquet"))).field("tracks").type)
+    for split in SPLITS:
+        now, before = open_prepared(synthetic_prepared).numpy_split(split), open_prepared(old).numpy_split(split)
+        assert before.keys() == now.keys()
+        for key in now:
+            np.testing.assert_array_equal(before[key], now[key])
 
 
 def test_splits_are_disjoint_and_stable_across_runs(synthetic_raw, synthetic_prepared, tmp_path, ray_session):
@@ -91,7 +112,7 @@ def test_vocabulary_is_reserved_tokens_then_training_tracks_by_count(synthetic_p
 def test_sessions_hold_the_raw_rows_encoded(synthetic_prepared, raw_logs):
     dataset = open_prepared(synthetic_prepared)
     index = {t: i for i, t in enumerate(dataset.vocab.column("track_id").to_pylist())}
-    table = pq.read_table(dataset.split_files("val")[0]).slice(0, 20).to_pandas()
+    table = from_shard_table(pq.read_table(dataset.split_files("val")[0])).slice(0, 20).to_pandas()
     reason_codes = dataset.categories["reason_start"]
     for session in table.itertuples():
         rows = raw_logs[raw_logs.session_id == session.session_id].sort_values("session_position")

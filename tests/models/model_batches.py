@@ -76,7 +76,7 @@ def write_prepared(root, tracks: np.ndarray, lengths: np.ndarray, vocab_size: in
     import pyarrow.parquet as pq
 
     from data_pipeline.dataset import open_prepared
-    from data_pipeline.schema import FORMAT_VERSION, PREPARED_SESSION_SCHEMA, SPLITS
+    from data_pipeline.schema import FORMAT_VERSION, PREPARED_SESSION_SCHEMA, SPLITS, to_shard_table
 
     root = Path(root)
     n = len(lengths)
@@ -87,7 +87,7 @@ def write_prepared(root, tracks: np.ndarray, lengths: np.ndarray, vocab_size: in
     table = pa.Table.from_pydict(columns, schema=PREPARED_SESSION_SCHEMA)
     for split in SPLITS:
         (root / "sessions" / split).mkdir(parents=True, exist_ok=True)
-    pq.write_table(table, root / "sessions" / "train" / "part-0.parquet")
+    pq.write_table(to_shard_table(table), root / "sessions" / "train" / "part-0.parquet")
     manifest = {
         "format_version": FORMAT_VERSION,
         "fingerprint": fingerprint,

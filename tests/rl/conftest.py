@@ -23,6 +23,7 @@ from data_pipeline.schema import (
     PREPARED_SESSION_SCHEMA,
     SEQUENCE_COLUMN_NAMES,
     TRACK_FEATURE_NAMES,
+    to_shard_table,
 )
 
 TRACKS = 40
@@ -55,7 +56,7 @@ def write_tiny_prepared(out: Path, seed: int = 0) -> Path:
             if field.name in columns:
                 table[field.name] = [list(row) for row in columns[field.name]]
         (out / "sessions" / split).mkdir()
-        pq.write_table(pa.table(table, schema=PREPARED_SESSION_SCHEMA), out / "sessions" / split / "part-0.parquet")
+        pq.write_table(to_shard_table(pa.table(table, schema=PREPARED_SESSION_SCHEMA)), out / "sessions" / split / "part-0.parquet")
     vocab = pa.table(
         {
             "track_id": ["<pad>", "<mask>", "<skip>", "<unk>"] + [f"t{i}" for i in range(TRACKS)],
