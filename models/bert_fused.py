@@ -160,6 +160,7 @@ PAPER_CONFIGS = {task: dict(config) for task, config in transformer.PAPER_CONFIG
 
 # --budget small: the same small BERT as bert.py's, so both families share one pre-training run.
 SMALL_SETTINGS = {"bert_embedding_dim": 64, "bert_num_layers": 2, "bert_ffn_dim": 256, "pretrain_epochs": 5, "pretrain_lr": 2e-3}
+SMALL_TASK_SETTINGS = {"seq": {"pretrain_epochs": 20}}
 
 # The search's first point averages the two attentions in every step (drop_net 0): with drop-net at 1,
 # half the steps train without the layer's own attention, and 3 epochs do not learn seq past a

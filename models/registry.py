@@ -2,7 +2,7 @@
 
 Adding a model is adding a file (a config dataclass, ``build``,
 ``SEARCH_SPACE``, ``PAPER_CONFIGS`` and optionally ``pretrain``,
-``START_OVERRIDES`` and ``SMALL_SETTINGS``) and one line in ``MODELS``; the
+``START_OVERRIDES``, ``SMALL_SETTINGS`` and ``SMALL_TASK_SETTINGS``) and one line in ``MODELS``; the
 search, ``tuning.train`` and ``tuning.predict`` then know it
 (``tuning/families.py``).
 
@@ -46,6 +46,8 @@ class ModelSpec:
     start_overrides: dict[str, dict[str, Any]] = dataclasses.field(default_factory=dict)
     # fields a laptop-sized search (--budget small) pins when the family does not search them
     small_settings: dict[str, Any] = dataclasses.field(default_factory=dict)
+    # task -> fields it pins on top of small_settings for that task
+    small_task_settings: dict[str, dict[str, Any]] = dataclasses.field(default_factory=dict)
 
     def make_config(self, values: dict[str, Any] | None = None, task: str | None = None) -> CommonConfig:
         """The config from `values` (unknown keys are an error), on top of the paper's config for
@@ -70,6 +72,7 @@ def _spec(name: str, module, config_cls, pretrain=None) -> ModelSpec:
     return ModelSpec(
         name, config_cls, module.build, TASKS, space, paper, pretrain,
         start_overrides=getattr(module, "START_OVERRIDES", {}), small_settings=getattr(module, "SMALL_SETTINGS", {}),
+        small_task_settings=getattr(module, "SMALL_TASK_SETTINGS", {}),
     )
 
 

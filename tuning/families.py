@@ -16,7 +16,8 @@ name anywhere else:
   ``start_configs[task]`` (the search's first point: the paper's architecture
   with settings that learn within the small budget's few epochs);
 - ``small_settings``: fields it does not search that ``--budget small`` pins
-  (e.g. a small BERT pre-trained briefly);
+  (e.g. a small BERT pre-trained briefly), and ``small_task_settings[task]``
+  on top of them for one task (e.g. that BERT pre-trained longer for seq);
 - ``local_data_only`` (it reads the prepared data as a local path only) and
   ``uses_gpu`` (whether its trials ask for ``--gpus-per-trial``).
 
@@ -57,6 +58,7 @@ class Family:
     paper_configs: dict[str, dict[str, Any]]
     start_configs: dict[str, dict[str, Any]]
     small_settings: dict[str, Any] = field(default_factory=dict)
+    small_task_settings: dict[str, dict[str, Any]] = field(default_factory=dict)  # task -> on top of small_settings
     options_cls: type | None = None
     local_data_only: bool = False
     uses_gpu: bool = True
@@ -96,6 +98,7 @@ def _supervised_families() -> dict[str, Family]:
             paper_configs=dict(spec.paper_configs),
             start_configs=start,
             small_settings=dict(spec.small_settings),
+            small_task_settings={task: dict(values) for task, values in spec.small_task_settings.items()},
             options_cls=TrainerOptions,
         )
     return families

@@ -218,7 +218,7 @@ def plan_search(families, options) -> tuple[list[FamilyPlan], dict[str, dict[str
         space = without_fixed(family.search_space, options.fix)
         if budget_small:
             space = shrink_for_small_budget(space, SIZE_FIELDS)
-        settings = family.small_settings if budget_small else {}
+        settings = {**family.small_settings, **family.small_task_settings.get(options.task, {})} if budget_small else {}
         fixed[family.name] = {
             **{k: v for k, v in settings.items() if k not in space},
             **{k: v for k, v in options.fix.items() if k in family.fields},

@@ -90,6 +90,20 @@ def test_every_family_gets_the_same_trials_a_full_start_point_and_its_paper_conf
     assert fixed["lstm"] == {}
 
 
+def test_small_budget_pins_per_task_settings_on_top_and_bert_fused_shares_berts_pre_training():
+    from models.bert import ClozeOptions
+
+    pretraining = [f for f in ClozeOptions.__dataclass_fields__ if f != "use_pretrained"]
+    for task, epochs in (("skip", 5), ("seq", 20)):
+        _, fixed = _plans(task=task, model="bert,bert_fused")
+        assert fixed["bert"]["pretrain_epochs"] == epochs  # seq ranks next tracks only after longer pre-training
+        bert = {k: fixed["bert"].get(k) for k in pretraining}
+        assert bert == {k: fixed["bert_fused"].get(k) for k in pretraining}  # one cached pre-training for both
+        assert fixed["bert"]["embedding_dim"] == fixed["bert_fused"]["bert_embedding_dim"] == 64
+    _, fixed = _plans(task="seq", model="bert", budget="paper")
+    assert "pretrain_epochs" not in fixed["bert"]  # the paper budget pre-trains as the config says
+
+
 def test_the_paper_trial_runs_second_and_sampled_trials_fill_each_familys_quota():
     (plan,), _ = _plans(model="lstm", trials_per_family=3)
     kinds = []
