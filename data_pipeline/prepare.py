@@ -72,11 +72,11 @@ from data_pipeline.ray_runtime import init_ray
 from data_pipeline.schema import CONTENT_VERSION, FIRST_TRACK_ID, PREPARED_FILES, SPLITS, SchemaError, to_shard_table
 from data_pipeline.encoding import encode_block
 from data_pipeline.sessions import (
+    COUNTS_COLUMN,
     DROP_REASONS,
     EXAMPLES_PER_REASON,
     KEPT,
     MergeResult,
-    COUNTS_COLUMN,
     count_block,
     merge_fragments,
     read_counts,
