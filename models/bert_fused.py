@@ -25,6 +25,7 @@ import torch
 import torch.nn as nn
 
 from data_pipeline.schema import PAD_ID
+from models import bert
 from models.bert import BertConfig, BertLM, ClozeOptions, load_pretrained_bert
 from models.bert import pretrain as pretrain_bert
 from models.config import CommonConfig
@@ -160,7 +161,7 @@ PAPER_CONFIGS = {task: dict(config) for task, config in transformer.PAPER_CONFIG
 
 # --budget small: the same small BERT as bert.py's, so both families share one pre-training run.
 SMALL_SETTINGS = {"bert_embedding_dim": 64, "bert_num_layers": 2, "bert_ffn_dim": 256, "pretrain_epochs": 5, "pretrain_lr": 2e-3}
-SMALL_TASK_SETTINGS = {"seq": {"pretrain_epochs": 20}}
+SMALL_TASK_SETTINGS = bert.SMALL_TASK_SETTINGS  # the pre-training fields have the same names in both configs
 
 # The search's first point averages the two attentions in every step (drop_net 0): with drop-net at 1,
 # half the steps train without the layer's own attention, and 3 epochs do not learn seq past a

@@ -29,14 +29,13 @@ def train_session_tracks(dataset, max_sessions: int = 0) -> tuple[np.ndarray, np
     """
     import pyarrow.parquet as pq
 
-    from data_pipeline.schema import from_shard_table
+    from data_pipeline.dataset import table_to_batch
 
     tracks, lengths, total = [], [], 0
     for path in dataset.split_files("train"):
-        table = from_shard_table(pq.read_table(path, columns=["tracks", "length"]))
-        length = table.column("length").to_numpy().astype(np.int64)
-        matrix = table.column("tracks").combine_chunks().flatten().to_numpy().reshape(len(length), -1)
-        tracks.append(matrix.astype(np.int64))
+        batch = table_to_batch(pq.read_table(path, columns=["tracks", "length"]))
+        length = batch["length"].astype(np.int64)
+        tracks.append(batch["tracks"].astype(np.int64))
         lengths.append(length)
         total += len(length)
         if max_sessions and total >= max_sessions:
