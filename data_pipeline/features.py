@@ -13,10 +13,10 @@ statistics either: when the plain mean or standard deviation would not be
 finite, they are computed on the column divided by its largest magnitude.
 The first row of a track wins; later rows for it are counted as duplicates.
 
-Two steps: ``read_track_features`` parses the files (prepare runs it as a
-Ray task next to its first pass, so a damaged file stops the run before the
-sessions are written), ``build_track_features`` aligns the rows to the
-vocabulary and standardises them.
+Two steps: ``read_track_features`` parses the files, ``build_track_features``
+aligns the rows to the vocabulary and standardises them. Prepare runs each as
+a Ray task beside its own work on the driver and the shards; a damaged file
+ends the run before anything replaces the output folder.
 """
 
 from __future__ import annotations

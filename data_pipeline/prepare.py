@@ -10,9 +10,7 @@ folders, or their parent (``readers.find_raw_files``). The passes:
 
 1. *sessionize* (Ray Data, one task per log file): read the file in Arrow
    batches and turn them into staged session records with vectorised kernels
-   (``sessions.sessionize_file``); the records stay in Ray's object store.
-   Meanwhile a Ray task parses the track-feature files
-   (``features.read_track_features``);
+   (``sessions.sessionize_file``); the records stay in Ray's object store;
 2. *count*: each pass-1 task also counted its blocks (plays per track and
    split, categorical values, drops by reason) into a ``counts`` column; the
    driver reads that column alone and adds them up
@@ -25,6 +23,11 @@ folders, or their parent (``readers.find_raw_files``). The passes:
    shards per split (``encoding.encode_block``); then ``vocab.parquet``,
    ``track_features.npy`` (``features``), ``categories.json`` and
    ``manifest.json`` (``manifest``).
+
+The track features take two Ray tasks that run where a CPU would otherwise
+wait: parsing the ``tf_*`` files (``features.read_track_features``) beside the
+driver's counting, aligning them to the vocabulary
+(``features.build_track_features``) beside pass 4.
 
 Splits are deterministic (``splits``): by a 64-bit hash of session_id (default 10% val,
 10% test), or test = sessions dated ``--test-dates`` (val by hash among the
@@ -47,6 +50,7 @@ adds the full trace and Ray's own output. A run that keeps no session, or a
 from __future__ import annotations
 
 import argparse
+import gc
 import hashlib
 import json
 import logging
@@ -222,23 +226,30 @@ def _prepare(options: PrepareOptions, files: readers.RawFiles, staging: Path, st
     import ray
 
     rule = options.split_rule()
-    feature_task = ray.remote(read_track_features).remote(list(files.track_features),
+    staged = _sessionize_pass(options, files, rule)
+    read_seconds = time.perf_counter() - started
+    # Track features run beside the driver's counting (parse) and pass 2 (aligned to the vocabulary), where a
+    # CPU is free; beside pass 1 they would hold a CPU that reading the logs needs.
+    feature_rows = ray.remote(read_track_features).remote(list(files.track_features),
                                                           [files.name(p) for p in files.track_features])
+    feature_task = None
     try:
-        staged = _sessionize_pass(options, files, rule)
-        read_seconds = time.perf_counter() - started
         accounts = _account(options, files, staged, rule)
-        feature_rows = ray.get(feature_task)  # a damaged tf_* file stops the run here, before any shard is written
+        plays = accounts.totals.combined_plays()
+        vocab = build_vocabulary(plays, options.vocabulary_rule())
+        vocab_ids = vocab.column("track_id").combine_chunks()
+        feature_task = ray.remote(build_track_features).remote(feature_rows, vocab_ids)
+        categories, unseen_categories = build_categories(accounts.totals.categories)
+        _progress(options, f"pass 2/2: encoding and writing sessions (vocabulary {len(vocab_ids):,} ids)")
+        shard_files = _encode_pass(staged, accounts.merge, vocab_ids, categories, accounts.duplicates, staging)
+        features, feature_info = ray.get(feature_task)  # a damaged tf_* file ends the run here: nothing is replaced
     except BaseException:
-        _abandon(feature_task)
+        _abandon(feature_task, feature_rows)
         raise
-    plays = accounts.totals.combined_plays()
-    vocab = build_vocabulary(plays, options.vocabulary_rule())
-    vocab_ids = vocab.column("track_id").combine_chunks()
-    categories, unseen_categories = build_categories(accounts.totals.categories)
-    _progress(options, f"pass 2/2: encoding and writing sessions (vocabulary {len(vocab_ids):,} ids)")
-    shard_files = _encode_pass(staged, accounts.merge, vocab_ids, categories, accounts.duplicates, staging)
-    features, feature_info = build_track_features(feature_rows, vocab_ids)
+    # The staged blocks leave the object store now rather than at the next garbage collection: Ray Data's
+    # executors keep their refs in reference cycles.
+    del staged
+    gc.collect()
     split_info = split_entries(plays, vocab_ids, accounts.keep, accounts.splits, accounts.lengths, shard_files)
     manifest = build_manifest(
         fingerprint=fingerprint(files, options), options=options.manifest_entry(files),
@@ -273,13 +284,15 @@ class _Accounts:
 # ---------------------------------------------------------------------------
 
 
-def _abandon(task) -> None:
-    """Cancel a side task whose result will not be read, and read its error now: Ray would print it later."""
+def _abandon(*tasks) -> None:
+    """Cancel side tasks whose results will not be read, and read their errors now: Ray would print them later."""
     import ray
 
-    ray.cancel(task)
-    with suppress(Exception):  # its failure or cancellation is not what ended this run
-        ray.get(task)
+    for task in tasks:
+        if task is not None:
+            ray.cancel(task)
+            with suppress(Exception):  # its failure or cancellation is not what ended this run
+                ray.get(task)
 
 
 def _sessionize_pass(options: PrepareOptions, files: readers.RawFiles, rule: SplitRule):
@@ -299,11 +312,20 @@ def _sessionize_pass(options: PrepareOptions, files: readers.RawFiles, rule: Spl
 
 
 def _count_pass(staged) -> Totals:
-    """Every block's counts, made in pass 1 and read from its ``counts`` column alone, added up on the driver."""
+    """Every block's counts, made in pass 1 and read from its ``counts`` column alone, added up on the driver.
+
+    ``ray.get`` of an Arrow block maps it from the object store without a
+    copy, so reading one column touches only that column's memory, and no
+    Ray Data execution (with its start-up) runs for it.
+    """
+    import ray
+
     totals = Totals()
-    for batch in staged.select_columns([COUNTS_COLUMN]).iter_batches(batch_size=None, batch_format="pyarrow"):
-        for counts in read_counts(batch.column(COUNTS_COLUMN)):
-            totals.add(counts)
+    for ref in staged.to_arrow_refs():
+        block = ray.get(ref)
+        if block.num_rows:  # a file without rows leaves an empty block, without columns
+            for counts in read_counts(block.column(COUNTS_COLUMN)):
+                totals.add(counts)
     return totals
 
 
@@ -344,7 +366,7 @@ def _drop_duplicate_ids(staged, merge: MergeResult, totals: Totals) -> np.ndarra
 
     def copies_of(table: pa.Table) -> pa.Table:
         mask = np.isin(table.column("hash").to_numpy(), duplicates) & (table.column("status").to_numpy() == KEPT)
-        return table.filter(pa.array(mask))
+        return table.filter(pa.array(mask)).drop_columns([COUNTS_COLUMN])
 
     copies = pa.concat_tables([merge.merged.slice(0, 0)] + [
         batch for batch in _records(staged, merge).map_batches(copies_of, batch_size=None, batch_format="pyarrow")
@@ -360,11 +382,13 @@ def _drop_duplicate_ids(staged, merge: MergeResult, totals: Totals) -> np.ndarra
 
 
 def _records(staged, merge: MergeResult):
-    """Every staged record, without pass 1's counts column, and the sessions merged from fragments."""
+    """Every staged record and the sessions merged from fragments (their ``counts`` column empty)."""
     import ray.data
 
-    records = staged.drop_columns([COUNTS_COLUMN])
-    return records if not merge.merged.num_rows else records.union(ray.data.from_arrow(merge.merged))
+    if not merge.merged.num_rows:
+        return staged
+    merged = merge.merged.append_column(COUNTS_COLUMN, pa.nulls(merge.merged.num_rows, pa.binary()))
+    return staged.union(ray.data.from_arrow(merged))
 
 
 def _encode_pass(staged, merge: MergeResult, vocab_ids: pa.Array, categories: dict, duplicates: np.ndarray,
@@ -392,9 +416,10 @@ def write_shards(table: pa.Table, out: str, **encoding) -> pa.Table:
     sessions = encode_block(table, **encoding)
     if not sessions.num_rows:
         return pa.table({"shard": pa.array([], pa.string())})
-    kept = table.filter(pa.array(table.column("status").to_numpy() == KEPT))
-    first = np.lexsort((kept.column("line").to_numpy(), kept.column("file").to_numpy()))[0]
-    key = f"{kept.column('file')[int(first)].as_py():06d}-{kept.column('line')[int(first)].as_py():012d}-{uuid.uuid4().hex[:8]}"
+    kept = table.column("status").to_numpy() == KEPT
+    files, lines = table.column("file").to_numpy()[kept], table.column("line").to_numpy()[kept]
+    first = np.lexsort((lines, files))[0]
+    key = f"{files[first]:06d}-{lines[first]:012d}-{uuid.uuid4().hex[:8]}"
     shards = []
     for split in SPLITS:
         part = sessions.filter(pc.equal(sessions.column("split"), split)).drop_columns(["split"])

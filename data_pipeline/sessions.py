@@ -183,8 +183,8 @@ def _null_rows(table: pa.Table, fill_missing: bool) -> np.ndarray | None:
     return mask
 
 
-def _run_starts(ids: pa.Array) -> np.ndarray:
-    """Indices where a run of equal ids begins."""
+def _run_starts(ids: pa.Array | pa.ChunkedArray) -> np.ndarray:
+    """Indices where a run of equal ids begins (a chunked column is compared as it is, without joining it)."""
     n = len(ids)
     if n <= 1:
         return np.zeros(min(n, 1), dtype=np.int64)
@@ -207,17 +207,19 @@ class _Order:
         return values if self.order is None else values[self.order]
 
 
-def _order_rows(ids: pa.Array, position: np.ndarray) -> _Order:
+def _order_rows(ids: pa.Array | pa.ChunkedArray, position: np.ndarray) -> _Order:
     n = len(ids)
     starts = _run_starts(ids)
     run_ids = ids.take(pa.array(starts))
+    if isinstance(run_ids, pa.ChunkedArray):
+        run_ids = run_ids.combine_chunks()
     if pc.count_distinct(run_ids).as_py() == len(starts):
         # The MSSD layout: each session's rows are contiguous.
         order = None
         group = np.repeat(np.arange(len(starts)), np.diff(np.r_[starts, n]))
         session_ids = run_ids
     else:
-        encoded = pc.dictionary_encode(ids)
+        encoded = pc.dictionary_encode(ids.combine_chunks() if isinstance(ids, pa.ChunkedArray) else ids)
         codes = encoded.indices.to_numpy(zero_copy_only=False).astype(np.int64)
         order = np.argsort(codes, kind="stable")
         group, session_ids = codes[order], encoded.dictionary
@@ -245,7 +247,7 @@ def sessionize_table(table: pa.Table, rule: SplitRule, file: int = 0, first_line
     ``IDENTITY_COLUMNS`` read as 0 / false / unknown instead of dropping the session.
     """
     records = []
-    ids = table.column("session_id").combine_chunks()
+    ids = table.column("session_id")  # chunked as read: joining the chunks would copy every id
     line = np.arange(table.num_rows, dtype=np.int64) + first_line
     if ids.null_count:
         valid = ids.is_valid()
@@ -376,14 +378,14 @@ def _sessionize(table: pa.Table, ids: pa.Array, line: np.ndarray, rule: SplitRul
     }, schema=STAGED_SCHEMA)
 
 
-def _trailing_session_start(ids: pa.Array) -> int:
+def _trailing_session_start(ids: pa.ChunkedArray) -> int:
     """Where the rows of the last session id of `ids` begin, if they are a contiguous tail (else len(ids))."""
     n = len(ids)
     last = ids[n - 1]
     if not last.is_valid:
         return n
     tail = max(0, n - 4 * S)
-    same = pc.fill_null(pc.equal(ids.slice(tail), last), False).to_numpy(zero_copy_only=False)
+    same = pc.fill_null(pc.equal(ids.slice(tail).combine_chunks(), last), False).to_numpy(zero_copy_only=False)
     if same.all():  # an implausibly long session: no carry-over (it is broken, and merged as fragments)
         return n
     return tail + int(np.flatnonzero(~same)[-1]) + 1
@@ -404,7 +406,7 @@ def sessionize_file(path: Path, file: int, rule: SplitRule, fill_missing: bool =
         if pending_rows < chunk_rows:
             continue
         chunk = pa.concat_tables(pending)
-        cut = _trailing_session_start(chunk.column("session_id").combine_chunks())
+        cut = _trailing_session_start(chunk.column("session_id"))
         yield _sessionize_chunk(chunk.slice(0, cut), path, rule, file, first_line, fill_missing)
         pending, pending_rows, first_line = [chunk.slice(cut)], chunk.num_rows - cut, first_line + cut
     if pending_rows:
@@ -639,7 +641,7 @@ def count_block(table: pa.Table) -> BlockCounts:
     """A staged block -> the counts the driver adds up (kept sessions' plays and values, drops, fragments)."""
     status = table.column("status").to_numpy()
     counts = BlockCounts(rows=int(pc.sum(table.column("rows")).as_py() or 0))
-    kept = table.filter(pa.array(status == KEPT))
+    kept = table if (status == KEPT).all() else table.filter(pa.array(status == KEPT))
     length = kept.column("length").to_numpy()
     split = kept.column("split").to_numpy()
     valid = np.arange(S)[None, :] < length[:, None]
