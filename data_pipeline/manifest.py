@@ -25,6 +25,7 @@ from data_pipeline.sessions import (
     PLAYS_SCHEMA,
     BlockCounts,
     MergeResult,
+    combine_plays,
     empty_staged,
 )
 
@@ -89,14 +90,7 @@ class Totals:
 
     def combined_plays(self) -> pa.Table:
         """``sessions.PLAYS_SCHEMA``: plays of kept sessions per track (one row each) and split."""
-        table = pa.concat_tables([PLAYS_SCHEMA.empty_table(), *self.plays])
-        encoded = pc.dictionary_encode(table.column("track_id").combine_chunks())
-        codes, tracks = encoded.indices.to_numpy(zero_copy_only=False), encoded.dictionary
-        # float weights are exact for counts below 2**53
-        per_split = [np.bincount(codes, weights=table.column(name).to_numpy(), minlength=len(tracks)).astype(np.int64)
-                     for name in SPLITS]
-        played = pa.array(np.flatnonzero(np.logical_or.reduce([c > 0 for c in per_split])))
-        return pa.table([tracks.take(played), *[pa.array(c).take(played) for c in per_split]], schema=PLAYS_SCHEMA)
+        return combine_plays(self.plays)
 
     def kept(self) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
         """Hashes, lengths and splits of every session kept by a block (before duplicates are taken out)."""

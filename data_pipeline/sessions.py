@@ -431,17 +431,30 @@ def sessionize_files(batch: pa.Table, paths: Sequence[str], rule: SplitRule) -> 
     row, null in the others (``with_counts``). Counting here, while the block
     is in memory, spares the driver a second pass that would read every block
     back from the object store: it reads this column alone (``read_counts``).
+    A file's plays per track are added up here too and travel with its last
+    block, so the driver combines one plays table per file, not per block.
     """
     for file in batch.column("file").to_pylist():
+        held, plays = None, []
         for block in sessionize_file(Path(paths[file]), file, rule):
-            yield with_counts(block)
+            counts = count_block(block)
+            if counts.plays is not None:
+                plays.append(counts.plays)
+                counts.plays = None
+            if held is not None:
+                yield with_counts(*held)
+            held = (block, counts)
+        if held is not None:
+            held[1].plays = combine_plays(plays) if plays else None
+            yield with_counts(*held)
 
 
-def with_counts(block: pa.Table) -> pa.Table:
-    """A staged block with its ``count_block`` in a ``counts`` column (first row; null elsewhere)."""
+def with_counts(block: pa.Table, counts: BlockCounts | None = None) -> pa.Table:
+    """A staged block with its counts (default ``count_block``) in a ``counts`` column (first row; null elsewhere)."""
     cells = pa.nulls(block.num_rows, pa.binary())
     if block.num_rows:
-        cells = pa.concat_arrays([pa.array([pickle.dumps(count_block(block))], pa.binary()), cells.slice(1)])
+        payload = pickle.dumps(counts if counts is not None else count_block(block))
+        cells = pa.concat_arrays([pa.array([payload], pa.binary()), cells.slice(1)])
     return block.append_column(COUNTS_COLUMN, cells)
 
 
@@ -600,6 +613,18 @@ def _merged_records(fragments: pa.Table, gid: np.ndarray, starts: np.ndarray, wh
 
 
 PLAYS_SCHEMA = pa.schema([("track_id", pa.string()), *[(name, pa.int64()) for name in SPLITS]])
+
+
+def combine_plays(tables: Sequence[pa.Table]) -> pa.Table:
+    """``PLAYS_SCHEMA`` tables -> one row per track with its plays added up (tracks with no play left out)."""
+    table = pa.concat_tables([PLAYS_SCHEMA.empty_table(), *tables])
+    encoded = pc.dictionary_encode(table.column("track_id").combine_chunks())
+    codes, tracks = encoded.indices.to_numpy(zero_copy_only=False), encoded.dictionary
+    # float weights are exact for counts below 2**53
+    per_split = [np.bincount(codes, weights=table.column(name).to_numpy(), minlength=len(tracks)).astype(np.int64)
+                 for name in SPLITS]
+    played = pa.array(np.flatnonzero(np.logical_or.reduce([c > 0 for c in per_split])))
+    return pa.table([tracks.take(played), *[pa.array(c).take(played) for c in per_split]], schema=PLAYS_SCHEMA)
 
 
 @dataclass
