@@ -355,8 +355,8 @@ def _has_line_end(array: pa.Array) -> bool:
     if pa.types.is_dictionary(array.type):
         array = array.dictionary
     data = _string_data(array)
-    # one pass for any control character (ids never hold one), the exact test only then
-    return bool(len(data)) and bool((data < 14).any()) and bool(((data == 10) | (data == 13)).any())
+    # one pass for any control character (ids never hold one; min allocates nothing), the exact test only then
+    return bool(len(data)) and bool(data.min() < 14) and bool(((data == 10) | (data == 13)).any())
 
 
 def _first_row_where(values: pa.Array, bad: pa.Array) -> int:
