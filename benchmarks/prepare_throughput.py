@@ -306,7 +306,7 @@ def main() -> int:
         with PeakMemory() as memory:
             manifest, step = run_prepare(raw, args.work / "prepared_scale")
         lines += [
-            f"- raw: {sessions:,} sessions, {step.rows:,} rows, parquet, {args.days} files",
+            f"- raw: {sessions:,} sessions, {step.rows:,} rows, parquet, {len(list(raw.glob('log_*')))} files",
             f"- prepare: {step.wall:.1f} s, {step.rate:,.0f} rows/s, {step.cpu_per_million:.2f} CPU s per 1M rows, "
             f"{manifest['sessions']['kept']:,} sessions kept (Ray start-up before the clock: {start_up:.1f} s)",
             f"- peak memory (PSS, driver + Ray processes): {memory.peak / 2**30:.2f} GiB "
