@@ -19,9 +19,9 @@ official MSSD archives unpack to) and as ``.csv.gz``. For each format:
    --pandas-files log files (its rate is per row, so a subset is a fair
    measure and keeps its memory bounded).
 
-Steps 1 and 2 run alternately ``--repeats`` times (default 3) and the figures
+Steps 1 and 2 run alternately ``--repeats`` times (default 5) and the figures
 are the medians: on a shared or virtualised machine a single read can take
-anywhere from 3 to 5 s, and interleaving lets both feel the same moments.
+anywhere from 2 to 5 s, and interleaving lets both feel the same moments.
 The first ``prepare`` on the new instance is reported on its own row too: its
 worker processes still grow their heaps (first-touch page faults, which cost
 several seconds per GiB on some virtual machines), a one-off cost that a long
@@ -286,8 +286,8 @@ def main() -> int:
     parser.add_argument("--formats", nargs="+", default=["csv", "csv.gz"], choices=["csv", "csv.gz"],
                         help="raw formats to compare on (default both)")
     parser.add_argument("--pandas-files", type=int, default=1, help="log files the pandas baseline reads (default 1)")
-    parser.add_argument("--repeats", type=int, default=3, help="plain read and prepare alternately, N times each; "
-                        "the figures are the medians, the first prepare is shown too (default 3)")
+    parser.add_argument("--repeats", type=int, default=5, help="plain read and prepare alternately, N times each; "
+                        "the figures are the medians, the first prepare is shown too (default 5)")
     parser.add_argument("--num-cpus", type=int, default=os.cpu_count())
     parser.add_argument("--object-store-gib", type=float, help="Ray object store size (default: Ray's)")
     parser.add_argument("--scale", action="store_true", help="3.3M sessions, parquet raw, peak memory vs 12 GiB")
