@@ -424,7 +424,8 @@ def _sessionize_chunk(chunk: pa.Table, path: Path, rule: SplitRule, file: int, f
 COUNTS_COLUMN = "counts"
 
 
-def sessionize_files(batch: pa.Table, paths: Sequence[str], rule: SplitRule) -> Iterator[pa.Table]:
+def sessionize_files(batch: pa.Table, paths: Sequence[str], rule: SplitRule,
+                     chunk_rows: int = CHUNK_ROWS) -> Iterator[pa.Table]:
     """Ray Data task: the log files whose indices are in ``batch['file']`` -> staged blocks with their counts.
 
     Each block gains a ``counts`` column: its pickled BlockCounts in the first
@@ -436,7 +437,7 @@ def sessionize_files(batch: pa.Table, paths: Sequence[str], rule: SplitRule) -> 
     """
     for file in batch.column("file").to_pylist():
         held, plays = None, []
-        for block in sessionize_file(Path(paths[file]), file, rule):
+        for block in sessionize_file(Path(paths[file]), file, rule, chunk_rows=chunk_rows):
             counts = count_block(block)
             if counts.plays is not None:
                 plays.append(counts.plays)

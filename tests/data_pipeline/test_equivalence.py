@@ -25,7 +25,7 @@ import pytest
 from data_pipeline import readers
 from data_pipeline.prepare import PrepareOptions, prepare
 from data_pipeline.schema import SEQUENCE_COLUMN_NAMES, SPLITS, from_shard_table
-from data_pipeline.sessions import KEPT, sessionize_file
+from data_pipeline.sessions import COUNTS_COLUMN, KEPT, read_counts, sessionize_file, sessionize_files
 from data_pipeline.splits import SplitRule
 from tests.data_pipeline.prepared_digest import prepared_digest
 
@@ -158,3 +158,23 @@ def test_a_file_read_in_small_chunks_gives_the_same_sessions_as_in_one_chunk(syn
         decoded = [t.column(name).combine_chunks().flatten() for t in (a, b)]
         decoded = [d.dictionary_decode() if pa.types.is_dictionary(d.type) else d for d in decoded]
         assert decoded[0].filter(pa.array(valid)).equals(decoded[1].filter(pa.array(valid))), name
+
+
+def test_a_files_plays_per_track_travel_with_its_last_block_and_match_its_kept_rows(synthetic_raw):
+    path = sorted(synthetic_raw.glob("log_*.csv"))[0]
+    blocks = list(sessionize_files(pa.table({"file": [0]}), [str(path)], SplitRule(), chunk_rows=5000))
+    counts = [c for block in blocks for c in read_counts(block.column(COUNTS_COLUMN))]
+    assert len(counts) == len(blocks) > 1
+    assert all(c.plays is None for c in counts[:-1]) and counts[-1].plays is not None
+    # the same plays, counted from the raw rows of the kept sessions
+    records = pa.concat_tables([b.drop_columns([COUNTS_COLUMN]) for b in blocks])
+    kept = records.filter(pa.array(records.column("status").to_numpy() == KEPT))
+    split_of = pa.table({"session_id": kept.column("session_id"),
+                         "split": pa.array(np.asarray(SPLITS)[kept.column("split").to_numpy()])})
+    rows = pa.concat_tables(readers.iter_log_tables(path)).select(["session_id", "track_id_clean"])
+    rows = rows.join(split_of, "session_id", join_type="inner")
+    rows = rows.append_column("track_id", rows.column("track_id_clean").cast(pa.string()))
+    expected = rows.group_by(["track_id", "split"]).aggregate([("session_id", "count")]).to_pylist()
+    plays = counts[-1].plays.to_pylist()
+    got = {(r["track_id"], split): r[split] for r in plays for split in SPLITS if r[split]}
+    assert got == {(r["track_id"], r["split"]): r["session_id_count"] for r in expected}
