@@ -178,3 +178,18 @@ def test_a_files_plays_per_track_travel_with_its_last_block_and_match_its_kept_r
     plays = counts[-1].plays.to_pylist()
     got = {(r["track_id"], split): r[split] for r in plays for split in SPLITS if r[split]}
     assert got == {(r["track_id"], r["split"]): r["session_id_count"] for r in expected}
+
+
+@pytest.mark.parametrize("vocab_size, dictionary_size", [(50, 400), (400, 50)])
+def test_vocabulary_lookup_gives_each_dictionary_entry_its_id_whichever_side_is_hashed(vocab_size, dictionary_size):
+    from data_pipeline.encoding import _lookup
+
+    rng = np.random.default_rng(vocab_size)
+    universe = [f"t_{i:05d}" for i in range(1000)]
+    vocab = list(rng.choice(universe, vocab_size, replace=False))
+    dictionary = list(rng.choice(universe, dictionary_size, replace=True))  # tracks outside the vocabulary too
+    dictionary += [vocab[0], vocab[0]]  # blocks joined by Ray Data repeat values across their dictionaries
+    ids = {track: i + 4 for i, track in enumerate(vocab)}
+    got = _lookup(pa.array(dictionary), pa.array(vocab), 4, 3)
+    assert got.tolist() == [ids.get(track, 3) for track in dictionary]
+    assert (got == 3).any() and (got != 3).any() and len(set(dictionary)) < len(dictionary)
